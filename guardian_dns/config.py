@@ -12,7 +12,19 @@ YAML keys are the field names below. Defaults here *are* the embedded default co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+import ipaddress
+import os
+import re
+import typing
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from guardian_dns.errors import ConfigError, Problem
 
 # Loopback, RFC 1918, CGNAT is deliberately absent (a home LAN never uses it), link-local, ULA.
 DEFAULT_ALLOW_NETWORKS: tuple[str, ...] = (
@@ -32,6 +44,8 @@ DEFAULT_LOCAL_DOMAINS: tuple[str, ...] = ("lan", "local", "home.arpa", "internal
 BLOCK_MODES: tuple[str, ...] = ("nxdomain", "null_ip", "custom_ip", "refused")
 ACL_ACTIONS: tuple[str, ...] = ("refuse", "drop")
 LIST_FORMATS: tuple[str, ...] = ("auto", "hosts", "domains", "adblock")
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+UPSTREAM_SCHEMES: tuple[str, ...] = ("udp", "tcp", "tls")
 
 
 @dataclass(frozen=True)
@@ -52,7 +66,7 @@ class ServerConfig:
 class UpstreamConfig:
     """Where misses go. Empty ``servers`` means the nameservers of /etc/resolv.conf."""
 
-    servers: tuple[str, ...] = ()  # udp://H:P, tcp://H:P, tls://H:P#server-name (port defaults 53/853)
+    servers: tuple[str, ...] = ()  # udp://H:P, tcp://H:P, tls://H:P#server-name; ports 53/853
     timeout: float = 3.0  # total budget per client query, all attempts included
     attempt_timeout: float = 1.0  # one attempt on one server before failing over
     down_backoff: float = 5.0  # seconds a failing server is tried last
@@ -139,3 +153,787 @@ class Config:
 # apply_overrides(cfg, listen=..., upstreams=..., blocklists=...) -> Config,
 # system_resolvers(path="/etc/resolv.conf") -> tuple[str, ...]
 # ---------------------------------------------------------------------------------------------
+
+# The four lists shipped in the repository, relative to its root, and the category each feeds.
+REPO_ROOT: Final[Path] = Path(__file__).resolve().parent.parent
+BUNDLED_LISTS: Final[tuple[tuple[str, str], ...]] = (
+    ("blocklists/adult.hosts", "adult"),
+    ("blocklists/gambling.hosts", "gambling"),
+    ("blocklists/bypass.txt", "bypass"),
+    ("blocklists/scam.txt", "scam"),
+)
+# The "file" of a problem that came from a command-line flag rather than a config file.
+COMMAND_LINE: Final = "<command line>"
+
+# Categories end up as metric labels and in the admin UI: short, lowercase, no surprises.
+_CATEGORY_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}\Z")
+_LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
+_PORT_RE: Final = re.compile(r"[0-9]{1,5}\Z")
+
+
+# --- addresses -------------------------------------------------------------------------------
+
+
+def _split_host_port(text: str) -> tuple[str, str | None]:
+    """Split ``H:P``, ``[V6]:P``, ``H`` or ``[V6]``; brackets keep IPv6 colons apart."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError("missing ']' after the IPv6 address")
+        host, rest = text[1:end], text[end + 1 :]
+        if not rest:
+            return host, None
+        if not rest.startswith(":"):
+            raise ValueError(f"unexpected {rest!r} after ']'")
+        return host, rest[1:]
+    if text.count(":") > 1:
+        raise ValueError("an IPv6 address needs brackets, as in [2001:db8::1]:53")
+    host, sep, port = text.partition(":")
+    return host, (port if sep else None)
+
+
+def _parse_port(text: str, *, allow_zero: bool = False) -> int:
+    if not _PORT_RE.match(text):
+        raise ValueError(f"port {text!r} is not a number")
+    port = int(text)
+    if not (1 <= port <= 65535 or (allow_zero and port == 0)):
+        raise ValueError(f"port {port} is out of range (1..65535)")
+    return port
+
+
+def _is_hostname(name: str) -> bool:
+    name = name[:-1] if name.endswith(".") else name
+    return 0 < len(name) <= 253 and all(_LABEL_RE.match(label) for label in name.split("."))
+
+
+def parse_listen(addr: str) -> tuple[str, int]:
+    """Turn ``ADDR:PORT`` into what a socket binds.
+
+    The host must be an explicit IP address: a name could resolve to something else tomorrow, and
+    an empty host (``:53``) would mean every interface. A filter must never end up reachable from
+    the guest Wi-Fi by accident, so ``0.0.0.0:53`` works only when written out.
+
+    Port 0 (the kernel picks a free port) is accepted here because tests start the daemon with
+    ``--listen 127.0.0.1:0`` and learn the port through the readiness report; the config loader
+    refuses it, since in a file it is always a mistake (no client could find us).
+    """
+    try:
+        host, port_text = _split_host_port(addr)
+        if not host:
+            raise ValueError(
+                "no address before the port; Guardian DNS never listens on every interface "
+                "unless told to (write 0.0.0.0:53 or [::]:53 to mean that)"
+            )
+        if port_text is None:
+            shown = f"[{host}]" if ":" in host else host
+            raise ValueError(f"no port (write {shown}:53)")
+        port = _parse_port(port_text, allow_zero=True)
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(
+                f"{host!r} is not an IP address (a name could change what we bind)"
+            ) from None
+    except ValueError as exc:
+        raise ValueError(f"invalid listen address {addr!r}: {exc}") from None
+    return str(ip), port
+
+
+def parse_upstream_url(url: str) -> tuple[str, str, int, str | None]:
+    """Split an upstream URL into (scheme, host, port, TLS server name).
+
+    udp:// and tcp:// need an IP address: resolving a name would need a resolver, and we are the
+    resolver. tls:// needs a name to verify the certificate against, either ``#name`` or the host.
+    """
+    try:
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            raise ValueError("missing scheme (write udp://, tcp:// or tls:// before the address)")
+        scheme = scheme.lower()
+        if scheme not in UPSTREAM_SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r} (allowed: {', '.join(UPSTREAM_SCHEMES)})")
+        rest, has_name, name = rest.partition("#")
+        if any(c in rest for c in "/?@ "):
+            raise ValueError("only HOST or HOST:PORT may follow the scheme")
+        host, port_text = _split_host_port(rest)
+        if not host:
+            raise ValueError("no host")
+        port = _parse_port(port_text) if port_text is not None else (853 if scheme == "tls" else 53)
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None
+        if ip is not None:
+            host = str(ip)
+        elif scheme != "tls":
+            raise ValueError(
+                f"{host!r} is not an IP address; {scheme}:// upstreams need one "
+                "(a name would need a resolver to find the resolver)"
+            )
+        elif not _is_hostname(host):
+            raise ValueError(f"{host!r} is neither an IP address nor a host name")
+        server_name: str | None = None
+        if has_name:
+            if scheme != "tls":
+                raise ValueError("'#name' only applies to tls:// upstreams")
+            if not _is_hostname(name):
+                raise ValueError(f"{name!r} is not a valid TLS server name")
+            server_name = name
+        elif scheme == "tls":
+            if ip is not None:
+                raise ValueError(
+                    "tls:// needs a server name to check the certificate against "
+                    f"(write tls://{rest}#dns.example, or use a host name)"
+                )
+            server_name = host
+    except ValueError as exc:
+        raise ValueError(f"invalid upstream {url!r}: {exc}") from None
+    return scheme, host, port, server_name
+
+
+def system_resolvers(
+    path: str = "/etc/resolv.conf", *, own_listen: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """The nameservers the host already uses, as upstream URLs, for when none are configured.
+
+    A nameserver that is one of our own port-53 listen addresses (in ``own_listen``) is skipped:
+    a Pi that lists itself in resolv.conf would otherwise forward every query to itself, forever.
+    A wildcard listen address on port 53 also catches loopback nameservers. A missing or unreadable
+    file gives ``()``; the caller decides whether running without upstreams is acceptable.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    own: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    wildcard = False
+    for addr in own_listen:
+        try:
+            host, port = parse_listen(addr)
+        except ValueError:
+            continue
+        if port == 53:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+            wildcard = wildcard or ip.is_unspecified
+            own.add(ip)
+    found: list[str] = []
+    for raw in text.splitlines():
+        words = raw.split("#", 1)[0].split(";", 1)[0].split()
+        if len(words) < 2 or words[0] != "nameserver":
+            continue
+        try:
+            # The scope (%eth0) is dropped: upstream URLs carry no scope.
+            ns = ipaddress.ip_address(words[1].split("%", 1)[0])
+        except ValueError:
+            continue
+        if ns in own or (wildcard and ns.is_loopback):
+            continue
+        url = f"udp://[{ns}]:53" if ns.version == 6 else f"udp://{ns}:53"
+        if url not in found:
+            found.append(url)
+    return tuple(found)
+
+
+def effective_upstreams(cfg: Config) -> tuple[str, ...]:
+    """The upstreams the server will really use: configured ones win, else the host's own."""
+    if cfg.upstream.servers:
+        return cfg.upstream.servers
+    return system_resolvers(own_listen=cfg.server.listen)
+
+
+# --- value checks: each returns a message, or None when the value is fine --------------------
+
+_Check = Callable[[Any], "str | None"]
+
+
+def _between(lo: int, hi: int) -> _Check:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}, got {v!r}"
+
+
+def _at_least(lo: int) -> _Check:
+    return lambda v: None if v >= lo else f"must be >= {lo}, got {v!r}"
+
+
+def _above(lo: int) -> _Check:
+    return lambda v: None if v > lo else f"must be > {lo}, got {v!r}"
+
+
+def _one_of(allowed: Sequence[str]) -> _Check:
+    shown = ", ".join(allowed)
+    return lambda v: None if v in allowed else f"unknown value {v!r} (allowed: {shown})"
+
+
+def _ip_check(version: int) -> _Check:
+    def check(v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            ip = ipaddress.ip_address(v)
+        except ValueError:
+            ip = None
+        if ip is None or ip.version != version:
+            return f"invalid IPv{version} address {v!r}"
+        return None
+
+    return check
+
+
+def _message_of(parse: Callable[[str], object]) -> _Check:
+    def check(v: str) -> str | None:
+        try:
+            parse(v)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    return check
+
+
+def _listen_check(v: str) -> str | None:
+    try:
+        _, port = parse_listen(v)
+    except ValueError as exc:
+        return str(exc)
+    if port == 0:
+        return (
+            f"invalid listen address {v!r}: port 0 is out of range (1..65535; a random port "
+            "is only for --listen in tests)"
+        )
+    return None
+
+
+def _network_check(v: str) -> str | None:
+    try:
+        ipaddress.ip_network(v, strict=True)
+    except ValueError:
+        try:
+            net = ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            return f"invalid network {v!r} (expected an address or a CIDR such as 192.168.1.0/24)"
+        return f"invalid network {v!r}: host bits are set (did you mean {net}?)"
+    return None
+
+
+def _category_check(v: str) -> str | None:
+    if _CATEGORY_RE.match(v):
+        return None
+    return (
+        f"invalid category {v!r} (use up to 32 lowercase letters, digits, '-' and '_'; "
+        "categories become metric labels)"
+    )
+
+
+def _domain_check(v: str) -> str | None:
+    return None if _is_hostname(v) else f"invalid domain name {v!r}"
+
+
+# Per-field value checks, applied after the type is known to be right. Keyed by dotted path.
+_CHECKS: Final[dict[str, _Check]] = {
+    "server.acl_action": _one_of(ACL_ACTIONS),
+    "server.udp_max_size": _between(512, 4096),
+    "server.tcp_idle_timeout": _above(0),
+    "server.tcp_max_connections_per_client": _at_least(1),
+    "server.tcp_max_connections": _at_least(1),
+    "server.tcp_max_queries_in_flight": _at_least(1),
+    "upstream.timeout": _above(0),
+    "upstream.attempt_timeout": _above(0),
+    "upstream.down_backoff": _at_least(0),
+    "cache.size": _at_least(0),
+    "cache.min_ttl": _at_least(0),
+    "cache.max_ttl": _at_least(0),
+    "cache.negative_max_ttl": _at_least(0),
+    "cache.servfail_ttl": _between(1, 300),
+    "cache.stale_max_age": _at_least(0),
+    "cache.stale_answer_ttl": _at_least(0),
+    "cache.stale_client_timeout": _above(0),
+    "blocking.mode": _one_of(BLOCK_MODES),
+    "blocking.custom_ipv4": _ip_check(4),
+    "blocking.custom_ipv6": _ip_check(6),
+    "blocking.ttl": _at_least(0),
+    "metrics.listen": _listen_check,
+    "query_log.size": _at_least(0),
+    "logging.level": _one_of(LOG_LEVELS),
+}
+# Checks for each item of a list-valued field.
+_ITEM_CHECKS: Final[dict[str, _Check]] = {
+    "server.listen": _listen_check,
+    "server.allow_networks": _network_check,
+    "upstream.servers": _message_of(parse_upstream_url),
+    "blocking.block_categories": _category_check,
+    "blocking.local_domains": _domain_check,
+}
+# Lists that must not be empty, and why.
+_NON_EMPTY: Final[dict[str, str]] = {
+    "server.listen": "must name at least one address to listen on",
+    "server.allow_networks": "must name at least one network (an empty list refuses everyone)",
+}
+
+
+# --- blocklist entries, shared by the file and the --blocklist flag --------------------------
+
+
+def _split_category(spec: str) -> tuple[str, str]:
+    """``CATEGORY=FILE`` or ``FILE``; an ``=`` after a ``/`` belongs to the file name."""
+    head, sep, tail = spec.partition("=")
+    if sep and "/" not in head:
+        return head, tail
+    return "default", spec
+
+
+def _resolve_list_file(file: str, base_dir: str) -> tuple[str, str | None]:
+    """Absolute path of a list file, and what is wrong with it (checked now, not at first query)."""
+    if not file:
+        return file, "must name a file"
+    resolved = os.path.abspath(os.path.join(base_dir, file))
+    if not os.path.exists(resolved):
+        return resolved, f"no such file: {resolved}"
+    if not os.path.isfile(resolved):
+        return resolved, f"not a regular file: {resolved}"
+    return resolved, None
+
+
+def _listen_clash(listen: Sequence[str], metrics: MetricsConfig) -> str | None:
+    """The DNS listener binds TCP too, so the metrics endpoint cannot share an address with it."""
+    if not metrics.enabled or metrics.listen not in listen:
+        return None
+    return f"{metrics.listen} is also a DNS listen address (both bind TCP there)"
+
+
+# --- the strict YAML loader ------------------------------------------------------------------
+
+
+class _LineMap(dict[Any, Any]):
+    """A YAML mapping that remembers where it and its keys were written, so problems can say so."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__()
+        self.line = line
+        self.key_lines: dict[Any, int] = {}
+        self.duplicates: list[tuple[Any, int, int]] = []  # (key, first line, repeated line)
+        self.bad_keys: list[tuple[int, str]] = []  # (line, message) for keys that cannot be keys
+
+
+class _LineList(list[Any]):
+    """A YAML sequence that remembers the line of each item."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__()
+        self.line = line
+        self.item_lines: list[int] = []
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that keeps line numbers and reports duplicate keys instead of dropping one."""
+
+
+def _construct_map(loader: _StrictLoader, node: yaml.MappingNode) -> _LineMap:
+    result = _LineMap(node.start_mark.line + 1)
+    # Keys brought in by a merge (<<: *anchor) may be overridden; keys written here may not repeat.
+    own = {id(key_node) for key_node, _ in node.value}
+    loader.flatten_mapping(node)
+    first_seen: dict[Any, int] = {}
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            result.bad_keys.append((line, f"a {_describe(key)[2:]} cannot be a key"))
+            continue
+        if id(key_node) in own:
+            if key in first_seen:
+                result.duplicates.append((key, first_seen[key], line))
+                continue
+            first_seen[key] = line
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = line
+    return result
+
+
+def _construct_seq(loader: _StrictLoader, node: yaml.SequenceNode) -> _LineList:
+    result = _LineList(node.start_mark.line + 1)
+    for item in node.value:
+        result.append(loader.construct_object(item, deep=True))
+        result.item_lines.append(item.start_mark.line + 1)
+    return result
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+_StrictLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+
+
+def _describe(value: Any) -> str:
+    """How a wrong value is shown back to the administrator: as YAML would spell it."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _unknown_key(key: object, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(key), known, n=1) if isinstance(key, str) else []
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key ({hint}known: {', '.join(known)})"
+
+
+_SECTIONS: Final[tuple[str, ...]] = tuple(
+    f.name for f in fields(Config) if f.name not in ("source", "base_dir")
+)
+_LIST_KEYS: Final[tuple[str, ...]] = tuple(f.name for f in fields(ListConfig))
+_BAD: Final = object()  # a value that failed its check; the field keeps its default
+
+
+class _Reader:
+    """Walks parsed YAML against the schema, collecting every problem instead of stopping early."""
+
+    def __init__(self, source: str, base_dir: str) -> None:
+        self.source = source
+        self.base_dir = base_dir
+        self.problems: list[Problem] = []
+        self.lines: dict[str, int] = {}  # dotted path -> line of its key, for cross-field checks
+
+    def problem(self, line: int, path: str, message: str) -> None:
+        self.problems.append(Problem(self.source, line, path, message))
+
+    def line_of(self, *paths: str) -> int:
+        return next((self.lines[p] for p in paths if p in self.lines), 0)
+
+    def keys(
+        self, data: _LineMap, path: str, known: Sequence[str]
+    ) -> Iterator[tuple[str, Any, int]]:
+        """The known keys of a mapping; unknown, duplicate and unusable keys become problems."""
+        for line, message in data.bad_keys:
+            self.problem(line, path, message)
+        for key, first, again in data.duplicates:
+            self.problem(
+                again,
+                _join(path, key),
+                f"duplicate key, first at line {first} (YAML would silently keep only the last)",
+            )
+        for key, value in data.items():
+            line = data.key_lines[key]
+            if not isinstance(key, str) or key not in known:
+                self.problem(line, _join(path, key), _unknown_key(key, known))
+                continue
+            self.lines[_join(path, key)] = line
+            yield key, value, line
+
+    def section(self, value: Any, path: str, line: int, base: Any) -> Any:
+        if value is None:  # "server:" with every key commented out: all defaults
+            return base
+        if not isinstance(value, _LineMap):
+            self.problem(line, path, f"expected a mapping, got {_describe(value)}")
+            return base
+        hints = _hints(type(base))
+        changes: dict[str, Any] = {}
+        for key, raw, key_line in self.keys(value, path, tuple(hints)):
+            converted = self.value(hints[key], raw, _join(path, key), key_line)
+            if converted is not _BAD:
+                changes[key] = converted
+        return replace(base, **changes)
+
+    def value(self, hint: Any, raw: Any, path: str, line: int) -> Any:
+        if hint == tuple[ListConfig, ...]:
+            return self.lists(raw, path, line)
+        if hint == tuple[str, ...]:
+            return self.strings(raw, path, line)
+        if hint == (str | None) and raw is None:
+            return None
+        expected = _expect(hint, raw)
+        if expected:
+            self.problem(line, path, f"expected {expected}, got {_describe(raw)}")
+            return _BAD
+        check = _CHECKS.get(path)
+        message = check(raw) if check else None  # on the raw value: messages echo what was written
+        if message:
+            self.problem(line, path, message)
+            return _BAD
+        return float(raw) if hint is float else raw
+
+    def strings(self, raw: Any, path: str, line: int) -> Any:
+        if not isinstance(raw, _LineList):
+            self.problem(line, path, f"expected a list, got {_describe(raw)}")
+            return _BAD
+        if not raw and path in _NON_EMPTY:
+            self.problem(line, path, _NON_EMPTY[path])
+            return _BAD
+        check = _ITEM_CHECKS.get(path)
+        ok = True
+        for i, (item, item_line) in enumerate(zip(raw, raw.item_lines, strict=True)):
+            message = (
+                f"expected a string, got {_describe(item)}"
+                if not isinstance(item, str)
+                else (check(item) if check else None)
+            )
+            if message:
+                self.problem(item_line, f"{path}[{i}]", message)
+                ok = False
+        return tuple(raw) if ok else _BAD
+
+    def lists(self, raw: Any, path: str, line: int) -> Any:
+        if not isinstance(raw, _LineList):
+            self.problem(line, path, f"expected a list, got {_describe(raw)}")
+            return _BAD
+        entries = (
+            self.list_entry(item, f"{path}[{i}]", item_line)
+            for i, (item, item_line) in enumerate(zip(raw, raw.item_lines, strict=True))
+        )
+        return tuple(entry for entry in entries if entry is not None)
+
+    def list_entry(self, item: Any, path: str, line: int) -> ListConfig | None:
+        values: dict[str, tuple[str, int]] = {}
+        if isinstance(item, str):
+            category, file = _split_category(item)
+            values = {"file": (file, line), "category": (category, line)}
+        elif isinstance(item, _LineMap):
+            for key, raw, key_line in self.keys(item, path, _LIST_KEYS):
+                if isinstance(raw, str):
+                    values[key] = (raw, key_line)
+                else:
+                    got = _describe(raw)
+                    self.problem(key_line, f"{path}.{key}", f"expected a string, got {got}")
+            if "file" not in item:
+                self.problem(line, f"{path}.file", "missing (every list entry needs a file)")
+        else:
+            self.problem(
+                line,
+                path,
+                "expected a mapping {file, category, format} or a string '[CATEGORY=]FILE', "
+                f"got {_describe(item)}",
+            )
+            return None
+        before = len(self.problems)
+        file, category, fmt = "", "default", "auto"
+        if "file" in values:
+            file, file_line = values["file"]
+            file, message = _resolve_list_file(file, self.base_dir)
+            if message:
+                self.problem(file_line, f"{path}.file", message)
+        if "category" in values:
+            category, category_line = values["category"]
+            message = _category_check(category)
+            if message:
+                self.problem(category_line, f"{path}.category", message)
+        if "format" in values:
+            fmt, format_line = values["format"]
+            message = _one_of(LIST_FORMATS)(fmt)
+            if message:
+                self.problem(format_line, f"{path}.format", message)
+        if len(self.problems) > before or "file" not in values:
+            return None
+        return ListConfig(file=file, category=category, format=fmt)
+
+    def cross_check(self, cfg: Config) -> None:
+        """Rules that tie two keys together; reported at the key most likely to be the mistake."""
+        up = cfg.upstream
+        if up.attempt_timeout > up.timeout:
+            self.problem(
+                self.line_of("upstream.attempt_timeout", "upstream.timeout", "upstream"),
+                "upstream.attempt_timeout",
+                f"must not exceed upstream.timeout ({up.timeout:g}), got {up.attempt_timeout:g}",
+            )
+        if cfg.cache.min_ttl > cfg.cache.max_ttl:
+            self.problem(
+                self.line_of("cache.min_ttl", "cache.max_ttl", "cache"),
+                "cache.min_ttl",
+                f"must not exceed cache.max_ttl ({cfg.cache.max_ttl}), got {cfg.cache.min_ttl}",
+            )
+        server = cfg.server
+        if server.tcp_max_connections_per_client > server.tcp_max_connections:
+            self.problem(
+                self.line_of("server.tcp_max_connections_per_client", "server"),
+                "server.tcp_max_connections_per_client",
+                f"must not exceed server.tcp_max_connections ({server.tcp_max_connections}), "
+                f"got {server.tcp_max_connections_per_client}",
+            )
+        blocking = cfg.blocking
+        if blocking.mode == "custom_ip" and not (blocking.custom_ipv4 or blocking.custom_ipv6):
+            self.problem(
+                self.line_of("blocking.mode", "blocking"),
+                "blocking.mode",
+                "custom_ip needs blocking.custom_ipv4 or blocking.custom_ipv6 (the block page)",
+            )
+        known = sorted({entry.category for entry in blocking.lists})
+        if known:
+            for i, category in enumerate(blocking.block_categories):
+                if category not in known:
+                    close = difflib.get_close_matches(category, known, n=1)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    self.problem(
+                        self.line_of("blocking.block_categories", "blocking"),
+                        f"blocking.block_categories[{i}]",
+                        f"no list has category {category!r} ({hint}known: {', '.join(known)})",
+                    )
+        clash = _listen_clash(server.listen, cfg.metrics)
+        if clash:
+            line = self.line_of("metrics.listen", "server.listen", "metrics", "server")
+            self.problem(line, "metrics.listen", clash)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _expect(hint: Any, raw: Any) -> str | None:
+    """What the schema wanted, if ``raw`` is not that. YAML's true/false are not numbers here."""
+    if hint is bool:
+        return None if isinstance(raw, bool) else "true or false"
+    if isinstance(raw, bool):
+        return {int: "an integer", float: "a number"}.get(hint, "a string")
+    if hint is int:
+        return None if isinstance(raw, int) else "an integer"
+    if hint is float:
+        ok = isinstance(raw, int | float) and raw == raw and abs(raw) != float("inf")
+        return None if ok else "a number"
+    if hint is str or hint == (str | None):
+        return None if isinstance(raw, str) else "a string"
+    raise TypeError(f"the config schema uses a type the loader does not know: {hint!r}")
+
+
+# --- public entry points ---------------------------------------------------------------------
+
+
+def default_config() -> Config:
+    """The configuration with no file at all: the dataclass defaults plus the bundled lists.
+
+    Built from code, not by reading ``config/guardian.yaml``, so it cannot fail and works when only
+    the package is installed; a test keeps that file in step with it. A bundled list that is not
+    there is skipped rather than reported, because there is nobody to report it to yet.
+    """
+    lists = tuple(
+        ListConfig(file=str(REPO_ROOT / rel), category=category)
+        for rel, category in BUNDLED_LISTS
+        if (REPO_ROOT / rel).is_file()
+    )
+    return Config(blocking=BlockingConfig(lists=lists), base_dir=str(REPO_ROOT))
+
+
+def load_config_text(text: str, source: str = "<string>", base_dir: str = ".") -> Config:
+    """Parse and validate YAML text; keys left out keep their ``default_config()`` values.
+
+    Raises ConfigError listing every problem, sorted by line, so one edit fixes them all.
+    Has no side effects: ``check-config`` and reload call it before anything is swapped in.
+    """
+    base = os.path.abspath(base_dir)
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = exc.problem or "cannot parse"
+        if exc.context:
+            where = f" at line {exc.context_mark.line + 1}" if exc.context_mark else ""
+            message += f" ({exc.context}{where})"
+        line = mark.line + 1 if mark else 0
+        # An unknown or unsafe tag is well-formed YAML, just not ours: no "syntax" in its name.
+        kind = (
+            "YAML error"
+            if isinstance(exc, yaml.constructor.ConstructorError)
+            else "YAML syntax error"
+        )
+        raise ConfigError([Problem(source, line, "", f"{kind}: {message}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(source, 0, "", f"YAML error: {exc}")]) from None
+    if data is None:
+        message = f"the file is empty (expected sections: {', '.join(_SECTIONS)})"
+        raise ConfigError([Problem(source, 0, "", message)])
+    if not isinstance(data, _LineMap):
+        raise ConfigError(
+            [
+                Problem(
+                    source,
+                    getattr(data, "line", 1),
+                    "",
+                    f"expected a mapping of sections ({', '.join(_SECTIONS)}), "
+                    f"got {_describe(data)}",
+                )
+            ]
+        )
+    reader = _Reader(source, base)
+    defaults = default_config()
+    sections = {
+        key: reader.section(value, key, line, getattr(defaults, key))
+        for key, value, line in reader.keys(data, "", _SECTIONS)
+    }
+    cfg = replace(defaults, **sections, source=source, base_dir=base)
+    reader.cross_check(cfg)
+    if reader.problems:
+        raise ConfigError(sorted(reader.problems, key=lambda p: p.line))
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Load a configuration file; relative list paths are relative to the file's own directory."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError([Problem(source, 0, "", "no such file")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [Problem(source, 0, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+        ) from None
+    except OSError as exc:
+        raise ConfigError([Problem(source, 0, "", f"cannot read: {exc.strerror or exc}")]) from None
+    return load_config_text(text, source, os.path.dirname(os.path.abspath(source)))
+
+
+def apply_overrides(
+    cfg: Config,
+    *,
+    listen: Sequence[str] = (),
+    upstreams: Sequence[str] = (),
+    blocklists: Sequence[str] = (),
+) -> Config:
+    """Let command-line flags win over the file, validated as strictly as the file is.
+
+    A non-empty flag list replaces the whole setting rather than adding to it: someone who types
+    ``--listen`` means "listen here", not "here as well". ``--blocklist`` paths are relative to the
+    current directory, because that is where the person typing them is.
+    """
+    problems: list[Problem] = []
+
+    def check(flag: str, message: str | None) -> None:
+        if message:
+            problems.append(Problem(COMMAND_LINE, 0, flag, message))
+
+    server, upstream, blocking = cfg.server, cfg.upstream, cfg.blocking
+    if listen:
+        for addr in listen:
+            check("--listen", _message_of(parse_listen)(addr))
+        server = replace(server, listen=tuple(listen))
+        check("--listen", _listen_clash(server.listen, cfg.metrics))
+    if upstreams:
+        for url in upstreams:
+            check("--upstream", _message_of(parse_upstream_url)(url))
+        upstream = replace(upstream, servers=tuple(upstreams))
+    if blocklists:
+        lists: list[ListConfig] = []
+        for spec in blocklists:
+            category, file = _split_category(spec)
+            bad_category = _category_check(category)
+            resolved, bad_file = _resolve_list_file(file, os.getcwd())
+            check("--blocklist", bad_category and f"{spec!r}: {bad_category}")
+            check("--blocklist", bad_file and f"{spec!r}: {bad_file}")
+            if blocking.block_categories and category not in blocking.block_categories:
+                check(
+                    "--blocklist",
+                    f"{spec!r}: category {category!r} is not in blocking.block_categories "
+                    f"({', '.join(blocking.block_categories)}), so it would block nothing",
+                )
+            lists.append(ListConfig(file=resolved, category=category))
+        blocking = replace(blocking, lists=tuple(lists))
+    if problems:
+        raise ConfigError(problems)
+    return replace(cfg, server=server, upstream=upstream, blocking=blocking)
