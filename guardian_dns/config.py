@@ -344,7 +344,7 @@ def effective_upstreams(cfg: Config) -> tuple[str, ...]:
 
 # --- value checks: each returns a message, or None when the value is fine --------------------
 
-_Check = Callable[[Any], "str | None"]
+_Check = Callable[[Any], str | None]
 
 
 def _between(lo: int, hi: int) -> _Check:
@@ -579,7 +579,8 @@ def _describe(value: Any) -> str:
 
 
 def _join(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
+    name = key if isinstance(key, str) else _describe(key)  # an unquoted `yes:` key reads "true"
+    return f"{path}.{name}" if path else name
 
 
 def _unknown_key(key: object, known: Sequence[str]) -> str:

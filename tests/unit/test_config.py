@@ -609,6 +609,13 @@ def test_unknown_keys_suggest_the_closest_known_key(
     assert f"unknown key (did you mean {suggestion!r}? known: " in problem
 
 
+def test_keys_that_are_not_names_are_reported_as_yaml_spells_them(tmp_path: Path) -> None:
+    assert problems_of("yes: 1\n[a]: 2\n", tmp_path) == [
+        f"cfg.yaml:1: true: unknown key (known: {SECTIONS})",
+        "cfg.yaml:2: a list cannot be a key",
+    ]
+
+
 def test_unsafe_yaml_tags_are_refused_with_their_line(tmp_path: Path) -> None:
     (problem,) = problems_of("logging:\n  level: !!python/name:os.system info\n", tmp_path)
     assert problem.startswith("cfg.yaml:2: YAML error: could not determine a constructor")
