@@ -1,0 +1,62 @@
+"""Suite-wide test setup: the loopback guard, and fixtures every test directory may use.
+
+What it decides: that no test sends a packet off loopback -- ``socket.socket.connect``,
+``connect_ex``, ``sendto`` and ``sendmsg`` are wrapped for the whole session in this process, and
+any attempt (even one swallowed inside a server thread) fails the test that made it.
+What it reads: ``CI`` (through ``require_tool``: a missing tool fails instead of skipping).
+What it must never do: touch subprocesses -- the patch lives in the pytest process only, so the
+server under test runs unmodified.
+
+Helpers live in ``tests.support``; import them as ``from tests.support.authserver import
+AuthServer``. This file puts the repository root on ``sys.path`` so that works however pytest was
+started.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(_REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(_REPO_ROOT))
+
+from tests.support import free_port as _free_port  # noqa: E402
+from tests.support import guard, require_tool  # noqa: E402
+from tests.support.authserver import AuthServer  # noqa: E402
+
+__all__ = ["require_tool"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    guard.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    guard.uninstall()
+
+
+@pytest.fixture(autouse=True)
+def _no_traffic_off_loopback() -> Iterator[None]:
+    """Fail the test if anything (test code, fixture or thread) tried to leave loopback."""
+    guard.take_violations()
+    yield
+    violations = guard.take_violations()
+    if violations:
+        pytest.fail("\n".join(violations), pytrace=False)
+
+
+@pytest.fixture
+def auth_server() -> Iterator[AuthServer]:
+    """The scriptable authoritative test upstream on 127.0.0.1, one per test."""
+    with AuthServer() as server:
+        yield server
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 right now."""
+    return _free_port()
