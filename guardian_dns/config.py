@@ -673,6 +673,7 @@ class _Reader:
         check = _ITEM_CHECKS.get(path)
         ok = True
         for i, (item, item_line) in enumerate(zip(raw, raw.item_lines, strict=True)):
+            self.lines[f"{path}[{i}]"] = item_line
             message = (
                 f"expected a string, got {_describe(item)}"
                 if not isinstance(item, str)
@@ -773,7 +774,7 @@ class _Reader:
                     close = difflib.get_close_matches(category, known, n=1)
                     hint = f"did you mean {close[0]!r}? " if close else ""
                     self.problem(
-                        self.line_of("blocking.block_categories", "blocking"),
+                        self.line_of(f"blocking.block_categories[{i}]", "blocking"),
                         f"blocking.block_categories[{i}]",
                         f"no list has category {category!r} ({hint}known: {', '.join(known)})",
                     )

@@ -570,6 +570,14 @@ def test_the_error_message_lists_every_problem_one_per_line(tmp_path: Path) -> N
     )
 
 
+def test_an_unknown_block_category_is_reported_on_its_own_line(tmp_path: Path) -> None:
+    make_lists(tmp_path, "a.txt")
+    text = "blocking:\n  lists: [adult=a.txt]\n  block_categories:\n    - adult\n    - scams\n"
+    assert problems_of(text, tmp_path) == [
+        "cfg.yaml:5: blocking.block_categories[1]: no list has category 'scams' (known: adult)"
+    ]
+
+
 def test_duplicate_keys_report_both_lines_at_every_depth(tmp_path: Path) -> None:
     text = (
         "server:\n"  # 1
