@@ -71,8 +71,10 @@ from dnslib import (
     SOA,
     TXT,
     A,
+    DNSError,
     DNSHeader,
     DNSLabel,
+    DNSLabelError,
     DNSQuestion,
     DNSRecord,
 )
@@ -733,14 +735,14 @@ class AuthServer:
         try:
             query = DNSRecord.parse(data)
         except Exception as exc:  # dnslib raises several unrelated types on bad input
-            log.warning(
+            log.info(
                 "AuthServer: ignoring unparseable %s message from %s: %s", transport, peer, exc
             )
             with self._lock:
                 self._bad_packets += 1
             return
         if query.header.qr:
-            log.warning("AuthServer: ignoring a response (QR=1) from %s", peer)
+            log.info("AuthServer: ignoring a response (QR=1) from %s", peer)
             with self._lock:
                 self._bad_packets += 1
             return
@@ -793,7 +795,14 @@ class AuthServer:
         if behaviour.answer_loop:
             reply = self._loop_reply(data, query)
         else:
-            reply = self._reply(query, opt, entry, behaviour, transport)
+            try:
+                reply = self._reply(query, opt, entry, behaviour, transport)
+            except (DNSError, DNSLabelError) as exc:
+                # dnslib parses some names it refuses to write back (a 64-byte label, a name over
+                # 255 bytes): answer FORMERR with a bare header, as a real server would.
+                log.info("AuthServer: FORMERR for %r: %s", qname_text, exc)
+                flags = 0x8000 | (query.header.opcode << 11) | (data[2] & 0x01) << 8 | 1
+                reply = struct.pack("!HHHHHH", query.header.id, flags, 0, 0, 0, 0)
         self._later(behaviour.delay, lambda: send(reply))
 
     def _reply(

@@ -206,6 +206,32 @@ def test_unparseable_packets_are_ignored_and_serving_continues(auth_server: Auth
     assert auth_server.errors == []
 
 
+@pytest.mark.parametrize(
+    "packet",
+    [
+        pytest.param(unhex("4242010000010000000000"), id="r01-short-header"),
+        pytest.param(unhex("424201000001000000000000c00c00010001"), id="r06-pointer-loop"),
+        pytest.param(unhex("424201000001000000000000c04000010001"), id="r06-forward-pointer"),
+        pytest.param(make_query("a" * 64 + ".example.test"), id="r07-64-byte-label"),
+        pytest.param(make_query(".".join(["a" * 15] * 16)), id="r08-257-byte-name"),
+        pytest.param(make_query("www.example.test", opt_count=2), id="r11-two-opts"),
+        pytest.param(make_query("www.example.test", trailing=b"\xff" * 16), id="r14-trailing"),
+        pytest.param(make_query("www.example.test", qclass=None), id="r05-no-qclass"),
+    ],
+)
+def test_malformed_queries_never_stop_the_upstream(auth_server: AuthServer, packet: bytes) -> None:
+    udp_exchange(packet, auth_server.port, timeout=0.2)
+    tcp_exchange([packet], auth_server.port, timeout=0.2)
+    assert ask_udp(auth_server, "www.example.test").rcode() == dns.rcode.NOERROR
+    assert auth_server.errors == []
+
+
+def test_wait_for_reports_a_timeout(auth_server: AuthServer) -> None:
+    assert not auth_server.wait_for(1, "www.example.test", timeout=0.05)
+    ask_udp(auth_server, "www.example.test")
+    assert auth_server.wait_for(1, "WWW.example.test.", "A", timeout=0.05)
+
+
 # ---------------------------------------------------------------------------- knobs
 
 
