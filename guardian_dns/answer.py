@@ -1,0 +1,286 @@
+"""Answers we build: sanitised forwarded answers, blocked and local answers, as cache entries.
+
+What it decides: which records of an upstream reply a client may see (the CNAME chain from the
+question, an SOA for negative answers, DNSSEC records only when DO was set, no private addresses
+for public names) and for how long (TTL clamps, RFC 2308 negative TTL); what a block looks like in
+each block mode.
+What it reads: a parsed ``wire.Reply`` and the settings it is given.
+What it must never do: copy AUTHORITY or ADDITIONAL data that answers another name (RFC 2181
+5.4.1), pass on the upstream's AA bit, or keep a TTL with the top bit set (RFC 2181 8).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+from guardian_dns import wire
+from guardian_dns.cache import (
+    KIND_BLOCKED,
+    KIND_FORWARDED,
+    KIND_LOCAL,
+    KIND_NEGATIVE,
+    KIND_SERVFAIL,
+    Entry,
+)
+
+_QPTR = b"\xc0\x0c"  # the question name in every reply we send
+_FIXED = struct.Struct("!HHIH")
+
+
+@dataclass(frozen=True)
+class AnswerPolicy:
+    """The knobs answer building needs, taken from the config once per snapshot."""
+
+    min_ttl: int
+    max_ttl: int
+    negative_max_ttl: int
+    servfail_ttl: int
+    stale_max_age: int
+    rebinding_protection: bool
+    local_suffixes: tuple[str, ...]  # ".lan", ".home.arpa", ... (with the leading dot)
+    local_names: frozenset[str]  # "lan", "home.arpa", ... themselves
+    pass_ad: bool  # the upstream path is trusted (loopback), so AD may be relayed
+
+
+class Chain:
+    """What the pipeline needs besides the entry: the names of the CNAME chain (for inspection)."""
+
+    __slots__ = ("names",)
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+
+def _clamp(ttl: int, pol: AnswerPolicy) -> int:
+    if ttl & 0x80000000:
+        ttl = 0
+    if ttl < pol.min_ttl:
+        ttl = pol.min_ttl
+    return min(ttl, pol.max_ttl)
+
+
+def _is_local(name: str, pol: AnswerPolicy) -> bool:
+    return name in pol.local_names or name.endswith(pol.local_suffixes)
+
+
+def _body(records: list[wire.RR], qname: bytes) -> tuple[bytes, tuple[tuple[int, int], ...]]:
+    out = bytearray()
+    ttls = []
+    for owner, rtype, rclass, ttl, rdata in records:
+        own = _QPTR if owner == qname else owner
+        out += own
+        ttls.append((len(out) + 4, ttl))
+        out += _FIXED.pack(rtype, rclass, ttl, len(rdata))
+        out += rdata
+    return bytes(out), tuple(ttls)
+
+
+def forwarded(
+    reply: wire.Reply,
+    qtype: int,
+    do: bool,
+    ad_wanted: bool,
+    pol: AnswerPolicy,
+    now: float,
+    gen: int,
+) -> tuple[Entry, Chain]:
+    """Sanitise an upstream reply that already matched our question, into a cache entry."""
+    qname = reply.question[: len(reply.question) - 4].lower()
+    names = {qname}
+    order = [qname]
+    want_dnssec = do or qtype in (wire.T_RRSIG, wire.T_NSEC, wire.T_NSEC3, wire.T_DNSKEY)
+    # The CNAME chain may arrive in any order; grow the set of names until it stops changing.
+    kept: list[wire.RR] = []
+    pending = list(reply.answer)
+    changed = True
+    while changed and pending:
+        changed = False
+        rest = []
+        for rr in pending:
+            owner, rtype = rr[0], rr[1]
+            if owner in names:
+                if rtype in (wire.T_RRSIG, wire.T_NSEC, wire.T_NSEC3) and not want_dnssec:
+                    continue
+                kept.append(rr)
+                changed = True
+                if rtype == wire.T_CNAME:
+                    target = rr[4].lower()
+                    if target not in names:
+                        names.add(target)
+                        order.append(target)
+            elif rtype == wire.T_DNAME and qname.endswith(owner):
+                kept.append(rr)
+                changed = True
+            else:
+                rest.append(rr)
+        pending = rest
+    chain_text = [wire.wire_to_text(n) for n in order]
+    if pol.rebinding_protection and not _is_local(chain_text[0], pol):
+        kept = [
+            rr
+            for rr in kept
+            if rr[1] not in (wire.T_A, wire.T_AAAA) or not wire.is_private_rdata(rr[1], rr[4])
+        ]
+    rcode = reply.rcode
+    answers = [(o, t, c, _clamp(ttl, pol), d) for o, t, c, ttl, d in kept]
+    authority: list[wire.RR] = []
+    has_data = any(rr[1] == qtype or qtype == wire.T_ANY for rr in answers)
+    if rcode == wire.NXDOMAIN or (rcode == wire.NOERROR and not has_data):
+        # Negative answer: keep the SOA of a zone that contains the last name of the chain.
+        last = order[-1]
+        for owner, rtype, rclass, ttl, rdata in reply.authority:
+            in_zone = wire.is_subdomain(last, owner)
+            if not in_zone:
+                continue
+            if rtype == wire.T_SOA or (want_dnssec and rtype in wire._DNSSEC_TYPES):
+                authority.append((owner, rtype, rclass, ttl, rdata))
+    ttl_min: int
+    if answers and has_data:
+        ttl_min = min(rr[3] for rr in answers)
+        kind = KIND_FORWARDED
+    elif rcode in (wire.NOERROR, wire.NXDOMAIN):
+        soa = next((rr for rr in authority if rr[1] == wire.T_SOA), None)
+        if soa is not None:
+            minimum = struct.unpack_from("!I", soa[4], len(soa[4]) - 4)[0]
+            ttl_min = min(_clamp(soa[3], pol), minimum & 0x7FFFFFFF, pol.negative_max_ttl)
+            authority = [
+                (o, t, c, min(ttl_min, _clamp(ttl, pol)), d) for o, t, c, ttl, d in authority
+            ]
+        else:
+            ttl_min = 0  # RFC 2308 5: a negative answer without SOA is not cached
+        if answers:
+            ttl_min = min([ttl_min] + [rr[3] for rr in answers])
+        kind = KIND_NEGATIVE
+    else:
+        return servfail_entry(now, do, pol, gen), Chain(chain_text)
+    body, ttls = _body(answers + authority, qname)
+    extra = wire.F_AD if (pol.pass_ad and ad_wanted and reply.flags & wire.F_AD) else 0
+    entry = Entry(
+        body=body,
+        ancount=len(answers),
+        nscount=len(authority),
+        rflags=(rcode & 0xF) | extra,
+        ttls=ttls,
+        stored=now,
+        expires=now + ttl_min,
+        stale_until=now + ttl_min + pol.stale_max_age,
+        kind=kind,
+        gen=gen,
+        opt=wire.opt_record(do),
+    )
+    return entry, Chain(chain_text)
+
+
+def servfail_entry(now: float, do: bool, pol: AnswerPolicy, gen: int) -> Entry:
+    """A resolution failure, cached briefly so a failing name cannot hammer the upstream."""
+    return Entry(
+        body=b"",
+        ancount=0,
+        nscount=0,
+        rflags=wire.SERVFAIL,
+        ttls=(),
+        stored=now,
+        expires=now + pol.servfail_ttl,
+        stale_until=now + pol.servfail_ttl,
+        kind=KIND_SERVFAIL,
+        gen=gen,
+        opt=wire.opt_record(do, 0, wire.EDE_NO_REACHABLE_AUTHORITY),
+    )
+
+
+@dataclass(frozen=True)
+class BlockStyle:
+    """How a block looks: mode, TTL, optional block-page addresses, EDE on or off."""
+
+    mode: str
+    ttl: int
+    ipv4: bytes | None
+    ipv6: bytes | None
+    ede: bool
+
+    @staticmethod
+    def from_config(mode: str, ttl: int, v4: str | None, v6: str | None, ede: bool) -> BlockStyle:
+        if mode == "null_ip":
+            v4, v6 = "0.0.0.0", "::"
+        b4 = ipaddress.IPv4Address(v4).packed if v4 else None
+        b6 = ipaddress.IPv6Address(v6).packed if v6 else None
+        return BlockStyle(mode, ttl, b4, b6, ede)
+
+
+def blocked_entry(
+    style: BlockStyle,
+    qtype: int,
+    do: bool,
+    now: float,
+    gen: int,
+    rule: int,
+    category: int,
+    category_name: str,
+) -> Entry:
+    """The answer for a blocked name, in the configured block mode, with EDE 15 (RFC 8914)."""
+    records: list[wire.RR] = []
+    rcode = wire.NOERROR
+    if style.mode == "nxdomain":
+        rcode = wire.NXDOMAIN
+    elif style.mode == "refused":
+        rcode = wire.REFUSED
+    elif qtype == wire.T_A and style.ipv4:
+        records.append((b"", wire.T_A, wire.C_IN, style.ttl, style.ipv4))
+    elif qtype == wire.T_AAAA and style.ipv6:
+        records.append((b"", wire.T_AAAA, wire.C_IN, style.ttl, style.ipv6))
+    body, ttls = _body(records, b"")
+    text = f"blocked: {category_name}".encode()
+    opt = wire.opt_record(do, 0, wire.EDE_BLOCKED, text) if style.ede else wire.opt_record(do)
+    return Entry(
+        body=body,
+        ancount=len(records),
+        nscount=0,
+        rflags=rcode,
+        ttls=ttls,
+        stored=now,
+        expires=now + style.ttl,
+        stale_until=now + style.ttl,
+        kind=KIND_BLOCKED,
+        gen=gen,
+        opt=opt,
+        rule=rule,
+        category=category,
+    )
+
+
+def local_entry(rcode: int, do: bool, now: float, gen: int, ttl: int, ede: int = -1) -> Entry:
+    """A name we answer ourselves (DoH canary, DDR, relay opt-out): an empty NXDOMAIN/NODATA."""
+    return Entry(
+        body=b"",
+        ancount=0,
+        nscount=0,
+        rflags=rcode,
+        ttls=(),
+        stored=now,
+        expires=now + ttl,
+        stale_until=now + ttl,
+        kind=KIND_LOCAL,
+        gen=gen,
+        opt=wire.opt_record(do, 0, ede) if ede >= 0 else wire.opt_record(do),
+    )
+
+
+def any_entry(do: bool, now: float, gen: int, ttl: int) -> Entry:
+    """RFC 8482 minimal answer to ANY: one synthesised HINFO "RFC8482" "" record."""
+    rdata = b"\x07RFC8482\x00"
+    body, ttls = _body([(b"", wire.T_HINFO, wire.C_IN, ttl, rdata)], b"")
+    return Entry(
+        body=body,
+        ancount=1,
+        nscount=0,
+        rflags=wire.NOERROR,
+        ttls=ttls,
+        stored=now,
+        expires=now + ttl,
+        stale_until=now + ttl,
+        kind=KIND_LOCAL,
+        gen=gen,
+        opt=wire.opt_record(do),
+    )

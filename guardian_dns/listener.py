@@ -1,0 +1,301 @@
+"""The listeners: UDP and TCP sockets, who may ask, and how much a client may cost us.
+
+What it decides: whether a packet or connection is even looked at (ACL, size, QR bit, framing),
+and when a TCP connection has had enough (idle timeout, connection caps, unread replies).
+What it reads: sockets.
+What it must never do: die or stall on input. Every packet that reaches the pipeline is answered
+(SERVFAIL if handling raised) or deliberately dropped and counted.
+
+UDP uses a plain non-blocking ``recvfrom`` loop on ``loop.add_reader`` rather than asyncio's
+datagram transport: the transport allocates a 256 KiB buffer per datagram (an mmap/munmap pair
+per packet with glibc), and draining up to 64 datagrams per wake-up saves the event loop round
+trip. Answers that are ready synchronously (cache hits, blocks) are sent from the same loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import typing
+from typing import TYPE_CHECKING
+
+from guardian_dns import wire
+
+if TYPE_CHECKING:
+    from guardian_dns.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+_BATCH = 64
+_MAX_WRITE_BUFFER = 256 * 1024  # a TCP client that stops reading loses its connection
+_ACL_MEMO_MAX = 65536
+
+
+class ListenerStats:
+    def __init__(self) -> None:
+        self.dropped: dict[str, int] = {}
+        self.tcp_connections = 0
+        self.tcp_rejected = 0
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+class Gate:
+    """ACL with a memo: parsing an address per packet would cost more than answering it."""
+
+    def __init__(self, pipeline: Pipeline, stats: ListenerStats) -> None:
+        self.pipeline = pipeline
+        self.stats = stats
+        self.memo: dict[str, bool] = {}
+
+    def reset(self) -> None:
+        self.memo = {}
+
+    def allowed(self, ip: str) -> bool:
+        ok = self.memo.get(ip)
+        if ok is None:
+            ok = self.pipeline.snap.client_allowed(ip)
+            if len(self.memo) >= _ACL_MEMO_MAX:
+                self.memo = {}
+            self.memo[ip] = ok
+        return ok
+
+
+def bind_socket(host: str, port: int, kind: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_DGRAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpListener:
+    udp = True
+
+    def __init__(self, sock: socket.socket, pipeline: Pipeline, gate: Gate) -> None:
+        self.sock = sock
+        self.pipeline = pipeline
+        self.gate = gate
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        sock = self.sock
+        recvfrom = sock.recvfrom
+        sendto = sock.sendto
+        handle = self.pipeline.handle
+        gate = self.gate
+        memo = gate.memo
+        now = self.loop.time()
+        for _ in range(_BATCH):
+            try:
+                data, addr = recvfrom(wire.MAX_UDP_QUERY)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if len(data) < 12 or data[2] & 0x80:
+                # Too short to be a query, or a response (QR=1): never answer (RFC 1035 4.1.1).
+                gate.stats.drop("short" if len(data) < 12 else "qr")
+                continue
+            ip = addr[0]
+            ok = memo.get(ip)
+            if ok is None:
+                ok = gate.allowed(ip)
+                memo = gate.memo
+            if not ok:
+                if self.pipeline.snap.acl_drop:
+                    gate.stats.drop("acl")
+                    continue
+                gate.stats.drop("acl-refused")
+                resp: bytes | None = wire.error_reply(data, wire.REFUSED)
+            else:
+                try:
+                    resp = handle(data, ip, now, self, addr)
+                except Exception:
+                    log.exception("internal error on a query from %s", ip)
+                    self.pipeline.counts[8] += 1
+                    resp = wire.error_reply(data, wire.SERVFAIL)
+            if resp is not None:
+                try:
+                    sendto(resp, addr)
+                except OSError:
+                    gate.stats.drop("send")
+
+    def send(self, resp: bytes, addr: object) -> None:
+        assert isinstance(addr, tuple)
+        try:
+            self.sock.sendto(resp, addr)
+        except OSError:
+            self.gate.stats.drop("send")
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+class TcpServerState:
+    """Connection accounting shared by every TCP listener (caps are per server, not per socket)."""
+
+    def __init__(self, pipeline: Pipeline, gate: Gate) -> None:
+        self.pipeline = pipeline
+        self.gate = gate
+        self.per_client: dict[str, int] = {}
+        self.total = 0
+        self.conns: set[TcpConnection] = set()
+
+
+class TcpConnection(asyncio.Protocol):
+    """One client connection: pipelined queries (RFC 7766 6.2.1.1), answered as they complete."""
+
+    udp = False
+
+    def __init__(self, state: TcpServerState) -> None:
+        self.state = state
+        self.transport: asyncio.Transport | None = None
+        self.ip = ""
+        self.buf = bytearray()
+        self.inflight = 0
+        self.paused = False
+        self.closed = False
+        self.counted = False
+        self.eof = False
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = typing.cast(asyncio.Transport, transport)
+        transport = self.transport
+        peer = transport.get_extra_info("peername")
+        self.ip = peer[0] if peer else ""
+        st = self.state
+        cfg = st.pipeline.snap.config.server
+        if not st.gate.allowed(self.ip):
+            st.gate.stats.drop("acl")
+            transport.abort()
+            return
+        if (
+            st.per_client.get(self.ip, 0) >= cfg.tcp_max_connections_per_client
+            or st.total >= cfg.tcp_max_connections
+        ):
+            st.gate.stats.tcp_rejected += 1
+            transport.abort()
+            return
+        self.counted = True
+        st.per_client[self.ip] = st.per_client.get(self.ip, 0) + 1
+        st.total += 1
+        st.conns.add(self)
+        st.gate.stats.tcp_connections += 1
+        loop = asyncio.get_running_loop()
+        self.idle = cfg.tcp_idle_timeout
+        self.max_inflight = cfg.tcp_max_queries_in_flight
+        self.deadline = loop.time() + self.idle
+        self.timer = loop.call_at(self.deadline, self._check_idle)
+
+    def _check_idle(self) -> None:
+        if self.closed or self.transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now >= self.deadline and self.inflight == 0:
+            # Idle, or a message that never completed (slowloris): RFC 7766 6.2.3.
+            self.transport.close()
+            return
+        self.timer = loop.call_at(max(self.deadline, now + 0.5), self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            return
+        buf = self.buf
+        buf += data
+        pipeline = self.state.pipeline
+        while len(buf) >= 2:
+            n = (buf[0] << 8) | buf[1]
+            if n < 12:
+                self._abort("framing")
+                return
+            if len(buf) < n + 2:
+                break
+            msg = bytes(buf[2 : n + 2])
+            del buf[: n + 2]
+            if msg[2] & 0x80:
+                self._abort("qr")  # a response sent as a query: close, as BIND does
+                return
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            self.deadline = now + self.idle
+            try:
+                resp = pipeline.handle(msg, self.ip, now, self, None)
+            except Exception:
+                log.exception("internal error on a TCP query from %s", self.ip)
+                pipeline.counts[8] += 1
+                resp = wire.error_reply(msg, wire.SERVFAIL)
+            if resp is None:
+                self.inflight += 1
+                if self.inflight >= self.max_inflight and not self.paused:
+                    self.paused = True
+                    self.transport.pause_reading()
+            else:
+                self._write(resp)
+            if self.closed:
+                return
+
+    def send(self, resp: bytes, addr: object) -> None:
+        self.inflight -= 1
+        if self.closed or self.transport is None:
+            return
+        self.deadline = asyncio.get_running_loop().time() + self.idle
+        self._write(resp)
+        if self.eof and self.inflight == 0 and not self.closed:
+            self.transport.close()
+            return
+        if self.paused and self.inflight < self.max_inflight and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def _write(self, resp: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(struct.pack("!H", len(resp)) + resp)
+        if self.transport.get_write_buffer_size() > _MAX_WRITE_BUFFER:
+            self._abort("unread")
+
+    def _abort(self, reason: str) -> None:
+        self.state.gate.stats.drop("tcp-" + reason)
+        if self.transport is not None:
+            self.transport.abort()
+        self.closed = True
+
+    def eof_received(self) -> bool | None:
+        # Half-close: finish answering what is in flight, then close (RFC 7766 6.2.4).
+        self.eof = True
+        if self.inflight == 0 and self.transport is not None:
+            self.transport.close()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        st = self.state
+        if self.counted:
+            self.counted = False
+            left = st.per_client.get(self.ip, 1) - 1
+            if left <= 0:
+                st.per_client.pop(self.ip, None)
+            else:
+                st.per_client[self.ip] = left
+            st.total -= 1
+            st.conns.discard(self)

@@ -1,0 +1,237 @@
+"""The running server: binds the listeners, owns the pipeline, handles signals and reloads.
+
+What it decides: start-up order (lists in force before the first socket answers), and whether a
+reload may replace what is serving (only a fully built snapshot does; otherwise the old one stays
+and the reason is logged).
+What it reads: the config file (again, on SIGHUP) through the config loader.
+What it must never do: serve without the lists it was configured with, or lose the serving
+snapshot because a new config or list is bad.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from guardian_dns import __version__
+from guardian_dns.config import Config, parse_listen
+from guardian_dns.errors import GuardianError
+from guardian_dns.listener import (
+    Gate,
+    ListenerStats,
+    TcpConnection,
+    TcpServerState,
+    UdpListener,
+    bind_socket,
+)
+from guardian_dns.metrics import MetricsServer, make_registry
+from guardian_dns.pipeline import Pipeline
+from guardian_dns.querylog import QueryLog
+from guardian_dns.snapshot import Snapshot, build_snapshot
+from guardian_dns.upstream import UpstreamPool
+
+log = logging.getLogger(__name__)
+
+
+def _pool(snap: Snapshot) -> UpstreamPool:
+    uc = snap.config.upstream
+    return UpstreamPool(
+        snap.upstreams,
+        timeout=uc.timeout,
+        attempt_timeout=uc.attempt_timeout,
+        down_backoff=uc.down_backoff,
+        ca_file=uc.tls_ca_file,
+    )
+
+
+class GuardianServer:
+    """One Guardian DNS process."""
+
+    def __init__(self, config: Config, reload_config: Callable[[], Config]) -> None:
+        self.config = config
+        self.reload_config = reload_config  # re-reads the file and re-applies the CLI flags
+        self.reloads: dict[str, int] = {}
+        self.listener_stats = ListenerStats()
+        self.udp: list[UdpListener] = []
+        self.tcp: list[asyncio.AbstractServer] = []
+        self.metrics: MetricsServer | None = None
+        self._stop = asyncio.Event()
+        self._reloading = False
+        self.ready_ports: list[tuple[str, int]] = []
+
+    def _bind(self, snap: Snapshot) -> tuple[list[socket.socket], list[socket.socket]]:
+        udp_socks: list[socket.socket] = []
+        tcp_socks: list[socket.socket] = []
+        try:
+            for addr in snap.config.server.listen:
+                host, port = parse_listen(addr)
+                u = bind_socket(host, port, socket.SOCK_DGRAM)
+                udp_socks.append(u)
+                # Port 0 (tests): TCP takes the port the kernel gave UDP.
+                t = bind_socket(host, port or u.getsockname()[1], socket.SOCK_STREAM)
+                tcp_socks.append(t)
+                self.ready_ports.append((host, u.getsockname()[1]))
+        except OSError as exc:
+            for s in udp_socks + tcp_socks:
+                s.close()
+            hint = ""
+            if exc.errno == 98:
+                hint = " (another DNS server, e.g. systemd-resolved or dnsmasq, holds the port)"
+            elif exc.errno == 13:
+                hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+            raise GuardianError(f"cannot listen on {addr}: {exc.strerror}{hint}") from exc
+        return udp_socks, tcp_socks
+
+    async def run(self, ready: Callable[[GuardianServer], None] | None = None) -> int:
+        loop = asyncio.get_running_loop()
+        snap = await loop.run_in_executor(None, build_snapshot, self.config, 1)
+        upstream = _pool(snap)
+        self.pipeline = Pipeline(snap, upstream, QueryLog(self.config.query_log.size))
+        self.gate = Gate(self.pipeline, self.listener_stats)
+        udp_socks, tcp_socks = self._bind(snap)
+        for s in udp_socks:
+            self.udp.append(UdpListener(s, self.pipeline, self.gate))
+        self.tcp_state = TcpServerState(self.pipeline, self.gate)
+        for s in tcp_socks:
+            server = await loop.create_server(
+                lambda: TcpConnection(self.tcp_state), sock=s, backlog=256
+            )
+            self.tcp.append(server)
+        mc = self.config.metrics
+        if mc.enabled:
+            host, port = parse_listen(mc.listen)
+            try:
+                self.metrics = MetricsServer(
+                    host, port, make_registry(lambda: self), mc.username, mc.password
+                )
+            except OSError as exc:
+                raise GuardianError(f"cannot listen for metrics on {mc.listen}: {exc}") from exc
+            self.metrics.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._schedule_reload)
+        log.info(
+            "guardian-dns %s serving on %s (udp+tcp); %d domains from %d lists in force "
+            "(%.2f s); upstreams: %s; metrics: %s",
+            __version__,
+            ", ".join(f"{h}:{p}" for h, p in self.ready_ports),
+            snap.domains,
+            len(snap.lists),
+            snap.build_seconds,
+            ", ".join(snap.upstreams) or "NONE (every forwarded query will SERVFAIL)",
+            f"{mc.listen}" if mc.enabled else "off",
+        )
+        if not snap.upstreams:
+            log.warning("no upstream servers: set upstream.servers or fix /etc/resolv.conf")
+        if ready is not None:
+            ready(self)
+        await self._stop.wait()
+        log.info("stopping")
+        await self._shutdown()
+        return 0
+
+    def _schedule_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def reload(self) -> bool:
+        """Verify-then-swap: build the new snapshot aside; keep the old one on any error."""
+        if self._reloading:
+            log.warning("reload: already in progress, request ignored")
+            return False
+        self._reloading = True
+        loop = asyncio.get_running_loop()
+        old = self.pipeline.snap
+        try:
+            config = await loop.run_in_executor(None, self.reload_config)
+            snap = await loop.run_in_executor(None, build_snapshot, config, old.gen + 1)
+        except GuardianError as exc:
+            self.reloads["failed"] = self.reloads.get("failed", 0) + 1
+            log.error("reload failed, still serving generation %d: %s", old.gen, exc)
+            return False
+        except Exception:
+            self.reloads["failed"] = self.reloads.get("failed", 0) + 1
+            log.exception("reload failed, still serving generation %d", old.gen)
+            return False
+        finally:
+            self._reloading = False
+        if config.server.listen != old.config.server.listen:
+            log.warning("reload: server.listen changed; restart to apply it")
+        if config.metrics != old.config.metrics:
+            log.warning("reload: metrics settings changed; restart to apply them")
+        upstream = self.pipeline.upstream
+        if snap.upstreams != old.upstreams or config.upstream != old.config.upstream:
+            new_pool = _pool(snap)
+            await upstream.close()  # its in-flight queries fail over into SERVFAIL; rare
+            upstream = new_pool
+        self.pipeline.swap(snap, upstream)
+        self.gate.reset()
+        self.config = config
+        self.reloads["ok"] = self.reloads.get("ok", 0) + 1
+        log.info(
+            "reload complete: generation %d, %d domains from %d lists (%.2f s)",
+            snap.gen,
+            snap.domains,
+            len(snap.lists),
+            snap.build_seconds,
+        )
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _shutdown(self) -> None:
+        for u in self.udp:
+            u.close()
+        for t in self.tcp:
+            t.close()
+        for conn in list(self.tcp_state.conns):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for t in self.tcp:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(t.wait_closed(), 2.0)
+        if self.metrics is not None:
+            self.metrics.stop()
+        await self.pipeline.upstream.close()
+        for task in list(self.pipeline.tasks):
+            task.cancel()
+
+
+def write_ready(fd: int) -> Callable[[GuardianServer], None]:
+    """Readiness by event: tests and supervisors wait on this fd, never on a sleep."""
+
+    def ready(server: GuardianServer) -> None:
+        ports = " ".join(f"{h}:{p}" for h, p in server.ready_ports)
+        with contextlib.suppress(OSError):
+            os.write(fd, f"ready {ports}\n".encode())
+            os.close(fd)
+
+    return ready
+
+
+def run_server(
+    config: Config,
+    reload_config: Callable[[], Config],
+    ready: Callable[[GuardianServer], None] | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT, on uvloop when it is installed."""
+    runner: Any = asyncio.run
+    try:
+        import uvloop
+
+        def runner(coro: Any) -> Any:
+            return uvloop.run(coro)
+
+        log.debug("using uvloop")
+    except ImportError:
+        pass
+    server = GuardianServer(config, reload_config)
+    result: int = runner(server.run(ready))
+    return result

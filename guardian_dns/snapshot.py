@@ -1,0 +1,134 @@
+"""The snapshot: everything that can change at run time, built aside and swapped in one reference.
+
+What it decides: whether a configuration and its lists can be put in force (build fully, or raise).
+What it reads: the list files named by the config.
+What it must never do: touch the running server. Reload, a CLI edit or a feed sync builds a new
+snapshot while the old one keeps serving; only a complete, validated snapshot is ever swapped in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
+
+from guardian_dns import lists as lists_mod
+from guardian_dns.answer import AnswerPolicy, BlockStyle
+from guardian_dns.config import Config, effective_upstreams, parse_upstream_url
+from guardian_dns.errors import ListError
+from guardian_dns.filter import Filter
+from guardian_dns.trie import RuleRef, build_from_lists
+
+log = logging.getLogger(__name__)
+
+MAX_WARNINGS_LOGGED = 5  # per list; the rest are counted, so a broken list cannot flood the log
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ListInfo:
+    """What ``lists`` and metrics show about one loaded list."""
+
+    source: str
+    category: str
+    format: str
+    entries: int
+    warnings: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    gen: int
+    config: Config
+    filter: Filter
+    categories: tuple[str, ...]
+    rules: tuple[RuleRef, ...]
+    block_style: BlockStyle
+    answer_policy: AnswerPolicy
+    allow_networks: tuple[IPNetwork, ...]
+    acl_drop: bool
+    upstreams: tuple[str, ...]
+    lists: tuple[ListInfo, ...]
+    cname_inspection: bool
+    domains: int
+    build_seconds: float
+
+    def client_allowed(self, ip: str) -> bool:
+        """Whether an address may query us (RFC 5358: never an open resolver)."""
+        try:
+            addr = ipaddress.ip_address(ip.split("%", 1)[0])
+        except ValueError:
+            return False
+        mapped = getattr(addr, "ipv4_mapped", None)
+        if mapped is not None:
+            addr = mapped
+        return any(addr.version == n.version and addr in n for n in self.allow_networks)
+
+
+def build_snapshot(config: Config, gen: int) -> Snapshot:
+    """Parse every list and build the filter. Raises ListError for a list that cannot be read."""
+    start = time.monotonic()
+    parsed = []
+    infos = []
+    for lc in config.blocking.lists:
+        pl = lists_mod.parse_file(lc.file, lc.format)
+        for w in pl.warnings[:MAX_WARNINGS_LOGGED]:
+            log.warning("skipped bad line: %s", w)
+        if len(pl.warnings) > MAX_WARNINGS_LOGGED:
+            log.warning(
+                "%s: %d more bad lines skipped", lc.file, len(pl.warnings) - MAX_WARNINGS_LOGGED
+            )
+        parsed.append((pl, lc.category))
+        infos.append(ListInfo(lc.file, lc.category, pl.format, len(pl.domains), len(pl.warnings)))
+    trie, rules, allows = build_from_lists(parsed)
+    bc = config.blocking
+    if bc.block_categories:
+        unknown = sorted(set(bc.block_categories) - set(trie.categories))
+        if unknown:
+            log.warning("block_categories names categories no list has: %s", ", ".join(unknown))
+        policy_mask = trie.mask_for(bc.block_categories)
+    else:
+        policy_mask = (1 << len(trie.categories)) - 1
+    local = tuple(d.strip(".").lower() for d in bc.local_domains)
+    upstreams = effective_upstreams(config)
+    trusted = bool(upstreams) and all(
+        parse_upstream_url(u)[1] in ("::1", "localhost")
+        or parse_upstream_url(u)[1].startswith("127.")
+        for u in upstreams
+    )
+    cc = config.cache
+    return Snapshot(
+        gen=gen,
+        config=config,
+        filter=Filter(trie, allows, policy_mask, bc.bypass_protection),
+        categories=trie.categories or ("default",),
+        rules=rules,
+        block_style=BlockStyle.from_config(
+            bc.mode, bc.ttl, bc.custom_ipv4, bc.custom_ipv6, bc.extended_errors
+        ),
+        answer_policy=AnswerPolicy(
+            min_ttl=cc.min_ttl,
+            max_ttl=cc.max_ttl,
+            negative_max_ttl=cc.negative_max_ttl,
+            servfail_ttl=cc.servfail_ttl,
+            stale_max_age=cc.stale_max_age if cc.serve_stale else 0,
+            rebinding_protection=bc.rebinding_protection,
+            local_suffixes=tuple("." + d for d in local),
+            local_names=frozenset(local),
+            pass_ad=trusted,
+        ),
+        allow_networks=tuple(
+            ipaddress.ip_network(n, strict=False) for n in config.server.allow_networks
+        ),
+        acl_drop=config.server.acl_action == "drop",
+        upstreams=upstreams,
+        lists=tuple(infos),
+        cname_inspection=bc.cname_inspection,
+        domains=len(trie),
+        build_seconds=time.monotonic() - start,
+    )
+
+
+__all__ = ["ListError", "ListInfo", "Snapshot", "build_snapshot"]
