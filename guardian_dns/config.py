@@ -70,6 +70,7 @@ class UpstreamConfig:
     timeout: float = 3.0  # total budget per client query, all attempts included
     attempt_timeout: float = 1.0  # one attempt on one server before failing over
     down_backoff: float = 5.0  # seconds a failing server is tried last
+    tls_ca_file: str | None = None  # CA bundle for tls:// upstreams (default: the system's)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ class MetricsConfig:
 
     enabled: bool = True
     listen: str = "127.0.0.1:9153"
+    username: str | None = None  # HTTP basic auth; required when listen is not loopback
+    password: str | None = None
 
 
 @dataclass(frozen=True)
@@ -500,6 +503,29 @@ def _listen_clash(listen: Sequence[str], metrics: MetricsConfig) -> str | None:
     return f"{metrics.listen} is also a DNS listen address (both bind TCP there)"
 
 
+def _metrics_auth_problem(metrics: MetricsConfig) -> tuple[str, str] | None:
+    """Metrics show what children browse by category: beyond loopback they need a password."""
+    if (metrics.username is None) != (metrics.password is None):
+        return "metrics.password", "username and password must be set together"
+    if not metrics.enabled or metrics.username is not None:
+        return None
+    try:
+        host, _port = parse_listen(metrics.listen)
+    except ValueError:
+        return None  # reported by the listen check
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return None
+    return (
+        "metrics.listen",
+        f"{metrics.listen} is reachable from the network: set metrics.username and "
+        "metrics.password (HTTP basic auth), or listen on 127.0.0.1",
+    )
+
+
 # --- the strict YAML loader ------------------------------------------------------------------
 
 
@@ -782,6 +808,10 @@ class _Reader:
         if clash:
             line = self.line_of("metrics.listen", "server.listen", "metrics", "server")
             self.problem(line, "metrics.listen", clash)
+        auth = _metrics_auth_problem(cfg.metrics)
+        if auth:
+            field_name, message = auth
+            self.problem(self.line_of(field_name, "metrics"), field_name, message)
 
 
 def _hints(cls: type) -> dict[str, Any]:
