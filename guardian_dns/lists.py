@@ -252,8 +252,8 @@ def _parse_hosts(lines: list[str], out: _Collector) -> None:
                 continue
         for text in names:
             low = text.lower()
-            if low in defaults or low.startswith("ip6-"):
-                continue
+            if low in defaults or (low.startswith("ip6-") and "." not in low):
+                continue  # ip6-localhost, ip6-allnodes...: the machine's own names
             if len(text) <= MAX_NAME and _fast_domain(text):
                 add(text, n)
                 continue

@@ -193,7 +193,7 @@ def test_detect_format_reads_only_the_first_lines() -> None:
 def test_hosts_lines_with_several_names_and_comments() -> None:
     text = (
         "127.0.0.1 localhost localhost.localdomain\n"
-        "::1 ip6-localhost ip6-loopback\n"
+        "::1 ip6-localhost ip6-loopback ip6-real.example\n"
         "0.0.0.0 a.example b.example # c.example is a comment\n"
         ":: v6.example\n"
         "0.0.0.0\n"
@@ -201,8 +201,14 @@ def test_hosts_lines_with_several_names_and_comments() -> None:
         "bare.example\n"
     )
     parsed = parse_text(text, "h", "hosts")
-    assert parsed.domains == ("a.example", "b.example", "v6.example", "bare.example")
-    assert parsed.lines == (3, 3, 4, 7)
+    assert parsed.domains == (
+        "ip6-real.example",
+        "a.example",
+        "b.example",
+        "v6.example",
+        "bare.example",
+    )
+    assert parsed.lines == (2, 3, 3, 4, 7)
     assert [(w.line, w.message.split(": ")[-1]) for w in parsed.warnings] == [
         (5, "an address with no name after it"),
         (6, "expected 'ADDRESS NAME...'"),
