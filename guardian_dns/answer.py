@@ -44,15 +44,6 @@ class AnswerPolicy:
     pass_ad: bool  # the upstream path is trusted (loopback), so AD may be relayed
 
 
-class Chain:
-    """What the pipeline needs besides the entry: the names of the CNAME chain (for inspection)."""
-
-    __slots__ = ("names",)
-
-    def __init__(self, names: list[str]) -> None:
-        self.names = names
-
-
 def _clamp(ttl: int, pol: AnswerPolicy) -> int:
     if ttl & 0x80000000:
         ttl = 0
@@ -85,16 +76,23 @@ def forwarded(
     pol: AnswerPolicy,
     now: float,
     gen: int,
-) -> tuple[Entry, Chain]:
-    """Sanitise an upstream reply that already matched our question, into a cache entry."""
+    name: str,
+) -> tuple[Entry, list[str]]:
+    """Sanitise an upstream reply that already matched our question, into a cache entry.
+
+    ``name`` is the question as lower-case text. Also returns the names of the CNAME chain
+    (the question first) so the caller can inspect them.
+    """
     qname = reply.question[: len(reply.question) - 4].lower()
     names = {qname}
     order = [qname]
     want_dnssec = do or qtype in (wire.T_RRSIG, wire.T_NSEC, wire.T_NSEC3, wire.T_DNSKEY)
-    # The CNAME chain may arrive in any order; grow the set of names until it stops changing.
     kept: list[wire.RR] = []
-    pending = list(reply.answer)
+    pending = reply.answer
+    if pending and all(rr[0] == qname and rr[1] == qtype for rr in pending):
+        kept, pending = pending, []  # the usual answer: one RRset for the question, no chain
     changed = True
+    # The CNAME chain may arrive in any order; grow the set of names until it stops changing.
     while changed and pending:
         changed = False
         rest = []
@@ -116,8 +114,8 @@ def forwarded(
             else:
                 rest.append(rr)
         pending = rest
-    chain_text = [wire.wire_to_text(n) for n in order]
-    if pol.rebinding_protection and not _is_local(chain_text[0], pol):
+    chain_text = [name] + [wire.wire_to_text(n) for n in order[1:]]
+    if pol.rebinding_protection and not _is_local(name, pol):
         kept = [
             rr
             for rr in kept
@@ -154,7 +152,7 @@ def forwarded(
             ttl_min = min([ttl_min] + [rr[3] for rr in answers])
         kind = KIND_NEGATIVE
     else:
-        return servfail_entry(now, do, pol, gen), Chain(chain_text)
+        return servfail_entry(now, do, pol, gen), chain_text
     body, ttls = _body(answers + authority, qname)
     extra = wire.F_AD if (pol.pass_ad and ad_wanted and reply.flags & wire.F_AD) else 0
     entry = Entry(
@@ -170,7 +168,7 @@ def forwarded(
         gen=gen,
         opt=wire.opt_record(do),
     )
-    return entry, Chain(chain_text)
+    return entry, chain_text
 
 
 def servfail_entry(now: float, do: bool, pol: AnswerPolicy, gen: int) -> Entry:

@@ -163,6 +163,7 @@ class TcpConnection(asyncio.Protocol):
     udp = False
 
     def __init__(self, state: TcpServerState) -> None:
+        self.loop = asyncio.get_running_loop()
         self.state = state
         self.transport: asyncio.Transport | None = None
         self.ip = ""
@@ -199,7 +200,7 @@ class TcpConnection(asyncio.Protocol):
         st.total += 1
         st.conns.add(self)
         st.gate.stats.tcp_connections += 1
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self.idle = cfg.tcp_idle_timeout
         self.max_inflight = cfg.tcp_max_queries_in_flight
         self.deadline = loop.time() + self.idle
@@ -208,7 +209,7 @@ class TcpConnection(asyncio.Protocol):
     def _check_idle(self) -> None:
         if self.closed or self.transport is None:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         now = loop.time()
         if now >= self.deadline and self.inflight == 0:
             # Idle, or a message that never completed (slowloris): RFC 7766 6.2.3.
@@ -234,8 +235,7 @@ class TcpConnection(asyncio.Protocol):
             if msg[2] & 0x80:
                 self._abort("qr")  # a response sent as a query: close, as BIND does
                 return
-            loop = asyncio.get_running_loop()
-            now = loop.time()
+            now = self.loop.time()
             self.deadline = now + self.idle
             try:
                 resp = pipeline.handle(msg, self.ip, now, self, None)
@@ -257,7 +257,7 @@ class TcpConnection(asyncio.Protocol):
         self.inflight -= 1
         if self.closed or self.transport is None:
             return
-        self.deadline = asyncio.get_running_loop().time() + self.idle
+        self.deadline = self.loop.time() + self.idle
         self._write(resp)
         if self.eof and self.inflight == 0 and not self.closed:
             self.transport.close()

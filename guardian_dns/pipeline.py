@@ -23,11 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from typing import Protocol
+from typing import Any, Protocol
 
 from guardian_dns import answer, wire
 from guardian_dns.cache import (
-    KIND_BLOCKED,
     KIND_FORWARDED,
     KIND_NEGATIVE,
     KIND_SERVFAIL,
@@ -38,7 +37,7 @@ from guardian_dns.errors import UpstreamError
 from guardian_dns.filter import BLOCK, LOCAL_NODATA, LOCAL_NXDOMAIN
 from guardian_dns.querylog import QueryLog
 from guardian_dns.snapshot import Snapshot
-from guardian_dns.upstream import UpstreamPool
+from guardian_dns.upstream import RETRY_RCODES, UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +84,16 @@ class Pipeline:
     """Runs queries against the current snapshot. Survives reloads; the snapshot is swapped."""
 
     def __init__(self, snap: Snapshot, upstream: UpstreamPool, qlog: QueryLog) -> None:
+        # Kept, not looked up: CPython 3.11's get_running_loop() costs a getpid() syscall.
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self.cache = AnswerCache(snap.config.cache.size)
         self.qlog = qlog
         self.counts = [0] * len(REASONS)
         self.blocked_by_category = [0] * 64
         self.malformed: dict[str, int] = {}
-        self.inflight: dict[bytes, asyncio.Future[tuple[Entry, bool]]] = {}
+        self.inflight: dict[bytes, _Flight] = {}
         self.coalesced = 0
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
         self.swap(snap, upstream)
 
     def swap(self, snap: Snapshot, upstream: UpstreamPool) -> None:
@@ -204,11 +205,22 @@ class Pipeline:
             if now < entry.recheck_at:
                 # The upstream failed for this name moments ago: answer stale without waiting.
                 return self._stale_reply(data, q, entry, client, now, out.udp)
-        task = asyncio.get_running_loop().create_task(
-            self._forward(data, q, stale, client, name, out, addr)
-        )
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        waiter = (data, q, client, out, addr)
+        flight = self.inflight.get(q[7])
+        if flight is not None:
+            flight.waiters.append(waiter)  # RFC 5452 5: one upstream query per question
+            self.coalesced += 1
+            return None
+        flight = _Flight(self, data[12 : q[2]], q, name, stale, now)
+        flight.waiters.append(waiter)
+        self.inflight[q[7]] = flight
+        loop = self.loop
+        if stale is not None:
+            # RFC 8767 client response timer: answer stale if the upstream is slow.
+            flight.timer = loop.call_later(self.stale_wait, self._stale_timer, flight)
+        flight.server = self.upstream.try_udp(flight.question, q[6], bool(q[1] & wire.F_CD), flight)
+        if flight.server is None:
+            self._slow(flight)
         return None
 
     def _blocked(self, mask: int, rule: int, qtype: int, do: bool, now: float) -> Entry:
@@ -226,97 +238,164 @@ class Pipeline:
         opt = wire.opt_record(q[6], 0, wire.EDE_STALE)
         return self._reply(data, q, entry, entry.stale_body(self.stale_ttl), opt, udp)
 
-    async def _forward(
-        self,
-        data: bytes,
-        q: wire.Query,
-        stale: Entry | None,
-        client: str,
-        name: str,
-        out: Responder,
-        addr: object,
-    ) -> None:
-        loop = asyncio.get_running_loop()
+    def _slow(self, flight: _Flight, **retry: Any) -> None:
+        """The general path (failover, TCP, TLS, retries) as a task; rare, so a coroutine."""
+        task = self.loop.create_task(self._resolve(flight, retry))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _resolve(self, flight: _Flight, retry: dict[str, Any]) -> None:
+        q = flight.q
         try:
-            key = q[7]
-            fut = self.inflight.get(key)
-            if fut is None:
-                fut = loop.create_future()
-                self.inflight[key] = fut
-                fetch = loop.create_task(self._fetch(key, data[12 : q[2]], q, fut, stale))
-                self.tasks.add(fetch)
-                fetch.add_done_callback(self.tasks.discard)
-            else:
-                self.coalesced += 1
-            if stale is not None:
-                try:
-                    entry, is_stale = await asyncio.wait_for(asyncio.shield(fut), self.stale_wait)
-                except TimeoutError:
-                    entry, is_stale = stale, True
-            else:
-                entry, is_stale = await fut
-            now = loop.time()
-            if is_stale:
-                resp = self._stale_reply(data, q, entry, client, now, out.udp)
-            else:
-                reason = _MISS_REASON[entry.kind]
-                self.counts[reason] += 1
-                if reason == R_BLOCKED:
-                    self.blocked_by_category[entry.category] += 1
-                self.qlog.append((now, client, data[12 : q[2]], reason, entry.rule))
-                resp = self._reply(data, q, entry, entry.body_at(now), entry.opt, out.udp)
+            reply = await self.upstream.query(
+                flight.question, q[6], bool(q[1] & wire.F_CD), started=flight.started, **retry
+            )
+        except UpstreamError as exc:
+            log.debug("upstream failure: %s", exc)
+            self._failed(flight)
         except Exception:
             self.counts[R_ERROR] += 1
-            log.exception("internal error answering %s", name)
-            resp = wire.error_reply(data, wire.SERVFAIL, q[2], q[5] >= 0, q[6])
-        out.send(resp, addr)
+            log.exception("internal error resolving %r", flight.question)
+            self._failed(flight)
+        else:
+            self.complete(flight, reply)
 
-    async def _fetch(
-        self,
-        key: bytes,
-        question: bytes,
-        q: wire.Query,
-        fut: asyncio.Future[tuple[Entry, bool]],
-        stale: Entry | None,
-    ) -> None:
-        """Resolve one distinct question for every client waiting on it (RFC 5452 section 5)."""
-        loop = asyncio.get_running_loop()
-        snap, gen = self.snap, self.gen
-        do = q[6]
+    def complete(self, flight: _Flight, reply: wire.Reply) -> None:
+        """A usable upstream reply: sanitise, inspect the CNAME chain, cache, answer everyone."""
         try:
-            try:
-                reply = await self.upstream.query(question, do, bool(q[1] & wire.F_CD))
-            except UpstreamError as exc:
-                now = loop.time()
-                log.debug("upstream failure: %s", exc)
-                if stale is not None and now < stale.stale_until:
-                    stale.recheck_at = now + _STALE_RECHECK
-                    fut.set_result((stale, True))
-                    return
-                entry = answer.servfail_entry(now, do, snap.answer_policy, gen)
-                self.cache.put(key, entry)
-                fut.set_result((entry, False))
-                return
-            now = loop.time()
+            now = self.loop.time()
+            snap, q = flight.snap, flight.q
+            do = q[6]
             ad_wanted = bool(q[1] & wire.F_AD) or do
             entry, chain = answer.forwarded(
-                reply, q[3], do, ad_wanted, snap.answer_policy, now, gen
+                reply, q[3], do, ad_wanted, snap.answer_policy, now, flight.gen, flight.name
             )
-            if snap.cname_inspection and len(chain.names) > 1:
-                for target in chain.names[1:]:
+            if snap.cname_inspection and len(chain) > 1:
+                for target in chain[1:]:
                     verdict, rule, mask = snap.filter.decide(target)
                     if verdict == BLOCK:
                         entry = self._blocked(mask, rule, q[3], do, now)
                         break
+            key = q[7]
             if entry.expires > now or entry.kind == KIND_SERVFAIL:
                 self.cache.put(key, entry)
-            elif entry.kind != KIND_BLOCKED and stale is not None:
+            elif flight.stale is not None:
                 self.cache.pop(key)
-            fut.set_result((entry, False))
-        except BaseException as exc:
-            if not fut.done():
-                fut.set_exception(exc)
-                fut.exception()  # retrieved here; every waiter re-raises its own copy
-            raise
-        finally:
-            self.inflight.pop(key, None)
+        except Exception:
+            self.counts[R_ERROR] += 1
+            log.exception("internal error answering %r", flight.question)
+            self._failed(flight)
+            return
+        self._finish(flight, entry, False)
+
+    def _failed(self, flight: _Flight) -> None:
+        """No usable answer in the budget: stale if we have it (RFC 8767), else SERVFAIL."""
+        now = self.loop.time()
+        stale = flight.stale
+        if stale is not None and now < stale.stale_until:
+            stale.recheck_at = now + _STALE_RECHECK
+            self._finish(flight, stale, True)
+            return
+        entry = answer.servfail_entry(now, flight.q[6], flight.snap.answer_policy, flight.gen)
+        self.cache.put(flight.q[7], entry)
+        self._finish(flight, entry, False)
+
+    def _stale_timer(self, flight: _Flight) -> None:
+        flight.timer = None
+        stale = flight.stale
+        if stale is None or not flight.waiters:
+            return
+        waiters, flight.waiters = flight.waiters, []
+        self._answer(waiters, stale, True)
+
+    def _finish(self, flight: _Flight, entry: Entry, is_stale: bool) -> None:
+        if self.inflight.get(flight.q[7]) is flight:
+            del self.inflight[flight.q[7]]
+        if flight.timer is not None:
+            flight.timer.cancel()
+        waiters, flight.waiters = flight.waiters, []
+        self._answer(waiters, entry, is_stale)
+
+    def _answer(self, waiters: list[_Waiting], entry: Entry, is_stale: bool) -> None:
+        now = self.loop.time()
+        for data, q, client, out, addr in waiters:
+            try:
+                if is_stale:
+                    resp = self._stale_reply(data, q, entry, client, now, out.udp)
+                else:
+                    reason = _MISS_REASON[entry.kind]
+                    self.counts[reason] += 1
+                    if reason == R_BLOCKED:
+                        self.blocked_by_category[entry.category] += 1
+                    self.qlog.append((now, client, data[12 : q[2]], reason, entry.rule))
+                    resp = self._reply(data, q, entry, entry.body_at(now), entry.opt, out.udp)
+            except Exception:
+                self.counts[R_ERROR] += 1
+                log.exception("internal error answering a query from %s", client)
+                resp = wire.error_reply(data, wire.SERVFAIL)
+            out.send(resp, addr)
+
+
+# One client waiting for a forwarded answer: (query bytes, parsed query, client, where, address).
+_Waiting = tuple[bytes, wire.Query, str, Responder, object]
+
+
+class _Flight:
+    """One distinct question on its way upstream, and every client waiting for it.
+
+    It is the fast path's waiter (``deliver``/``fail`` are called by the upstream pool from the
+    socket callback), so the common forwarded query costs no task, future or timer of its own.
+    """
+
+    __slots__ = (
+        "gen",
+        "name",
+        "pipeline",
+        "q",
+        "question",
+        "server",
+        "snap",
+        "stale",
+        "started",
+        "timer",
+        "waiters",
+    )
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        question: bytes,
+        q: wire.Query,
+        name: str,
+        stale: Entry | None,
+        now: float,
+    ) -> None:
+        self.pipeline = pipeline
+        self.name = name
+        self.question = question
+        self.q = q
+        self.stale = stale
+        self.started = now
+        self.snap = pipeline.snap
+        self.gen = pipeline.gen
+        self.waiters: list[_Waiting] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.server: Any = None
+
+    def deliver(self, reply: wire.Reply) -> None:
+        pipe = self.pipeline
+        if reply.flags & wire.F_TC:
+            # RFC 7766: a truncated answer is retried over TCP, never cached.
+            pipe._slow(self, after=self.server, tcp_first=True)
+        elif reply.rcode in RETRY_RCODES:
+            pipe.upstream.stats.error("rcode")
+            pipe._slow(self, after=self.server, bad_answer=True)
+        else:
+            pipe.upstream.stats.observe(pipe.loop.time() - self.started)
+            pipe.complete(self, reply)
+
+    def fail(self, exc: BaseException) -> None:
+        bad = isinstance(exc, wire.WireError)
+        if bad:
+            self.pipeline.upstream.stats.error("malformed")
+        self.pipeline._slow(self, after=self.server, bad_answer=bad)

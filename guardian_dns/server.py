@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 from collections.abc import Callable
@@ -89,6 +90,7 @@ class GuardianServer:
         return udp_socks, tcp_socks
 
     async def run(self, ready: Callable[[GuardianServer], None] | None = None) -> int:
+        _raise_fd_limit()
         loop = asyncio.get_running_loop()
         snap = await loop.run_in_executor(None, build_snapshot, self.config, 1)
         upstream = _pool(snap)
@@ -202,6 +204,16 @@ class GuardianServer:
         await self.pipeline.upstream.close()
         for task in list(self.pipeline.tasks):
             task.cancel()
+
+
+def _raise_fd_limit() -> None:
+    """Each upstream keeps a pool of UDP sockets and each TCP client one fd: lift the soft limit
+    (often 1024) toward the hard one so a busy school network never runs out."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def write_ready(fd: int) -> Callable[[GuardianServer], None]:

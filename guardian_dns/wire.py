@@ -14,7 +14,6 @@ bytes as few times as possible; the cache key is the lower-cased question as it 
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from typing import Final
 
@@ -339,31 +338,74 @@ RR = tuple[bytes, int, int, int, bytes]
 
 
 class Reply:
-    """An upstream reply that passed the bounded parser. Built off the hot path (cache misses)."""
+    """An upstream reply that passed the bounded parser. Built off the hot path (cache misses).
 
-    __slots__ = ("additional", "answer", "authority", "flags", "qid", "question", "rcode")
+    Only the header, question and ANSWER section are parsed up front: a positive answer never
+    needs more, and AUTHORITY (for the SOA of a negative answer) is parsed when first asked for.
+    ADDITIONAL is never used: we answer with our own OPT and no additional data (RFC 2181 5.4.1).
+    """
+
+    __slots__ = (
+        "_auth",
+        "_auth_count",
+        "_auth_pos",
+        "_data",
+        "answer",
+        "flags",
+        "qid",
+        "question",
+        "rcode",
+    )
 
     def __init__(
         self,
         qid: int,
         flags: int,
-        rcode: int,
         question: bytes,
         answer: list[RR],
-        authority: list[RR],
-        additional: list[RR],
+        data: bytes,
+        pos: int,
+        nscount: int,
     ) -> None:
         self.qid = qid
         self.flags = flags
-        self.rcode = rcode
+        self.rcode = flags & 0xF
         self.question = question
         self.answer = answer
-        self.authority = authority
-        self.additional = additional
+        self._data = data
+        self._auth_pos = pos
+        self._auth_count = nscount
+        self._auth: list[RR] | None = None
+
+    @property
+    def authority(self) -> list[RR]:
+        if self._auth is None:
+            self._auth, _end = _read_records(self._data, self._auth_pos, self._auth_count)
+        return self._auth
+
+
+def _read_records(data: bytes, pos: int, count: int) -> tuple[list[RR], int]:
+    out: list[RR] = []
+    end = len(data)
+    for _ in range(count):
+        owner, pos = read_name(data, pos)
+        if pos + 10 > end:
+            raise WireError("truncated record")
+        rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, pos)
+        pos += 10
+        rend = pos + rdlen
+        if rend > end:
+            raise WireError("truncated rdata")
+        if rtype != T_OPT:
+            out.append(
+                (owner.lower(), rtype, rclass, ttl, _decompress_rdata(data, rtype, pos, rend))
+            )
+        pos = rend
+    return out, pos
 
 
 def parse_reply(data: bytes) -> Reply:
-    """Parse a whole upstream reply with the same bounds as queries. Raises WireError."""
+    """Parse an upstream reply with the same bounds as queries. Raises WireError."""
     if len(data) < 12:
         raise WireError("short reply")
     qid, flags, qd, an, ns, ar = _HDR.unpack_from(data)
@@ -373,35 +415,14 @@ def parse_reply(data: bytes) -> Reply:
         raise WireError("reply question count")
     if an + ns + ar > 4096:
         raise WireError("too many records")
-    pos = 12
-    qname_end = _skip_name(data, pos)
-    if data[pos] & 0xC0:
+    qname_end = _skip_name(data, 12)
+    if data[12] & 0xC0:
         raise WireError("compressed question")
     if qname_end + 4 > len(data):
         raise WireError("truncated question")
     question = data[12 : qname_end + 4]
-    pos = qname_end + 4
-    sections: list[list[RR]] = [[], [], []]
-    rcode = flags & 0xF
-    for idx, count in enumerate((an, ns, ar)):
-        section = sections[idx]
-        for _ in range(count):
-            owner, pos = read_name(data, pos)
-            if pos + 10 > len(data):
-                raise WireError("truncated record")
-            rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, pos)
-            pos += 10
-            rend = pos + rdlen
-            if rend > len(data):
-                raise WireError("truncated rdata")
-            if rtype == T_OPT:
-                rcode |= ((ttl >> 24) & 0xFF) << 4
-                pos = rend
-                continue
-            rdata = _decompress_rdata(data, rtype, pos, rend)
-            section.append((owner.lower(), rtype, rclass, ttl, rdata))
-            pos = rend
-    return Reply(qid, flags, rcode, question, sections[0], sections[1], sections[2])
+    answer, pos = _read_records(data, qname_end + 4, an)
+    return Reply(qid, flags, question, answer, data, pos, ns)
 
 
 def _decompress_rdata(data: bytes, rtype: int, pos: int, rend: int) -> bytes:
@@ -446,30 +467,34 @@ def pack_u32_into(buf: bytearray, offset: int, value: int) -> None:
 
 
 # --- address classes for rebinding protection ---------------------------------------------------
-_PRIVATE_V4: Final = tuple(
-    ipaddress.IPv4Network(n)
-    for n in (
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-    )
-)
-_PRIVATE_V6: Final = tuple(
-    ipaddress.IPv6Network(n) for n in ("::/128", "::1/128", "fc00::/7", "fe80::/10")
-)
+def _private_v4(a: int, b: int) -> bool:
+    """0/8, 10/8, 100.64/10, 127/8, 169.254/16, 172.16/12, 192.168/16, by the first two octets."""
+    if a in (0, 10, 127):
+        return True
+    if a == 100:
+        return 64 <= b < 128
+    if a == 169:
+        return b == 254
+    if a == 172:
+        return 16 <= b < 32
+    return a == 192 and b == 168
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 def is_private_rdata(rtype: int, rdata: bytes) -> bool:
-    """True for A/AAAA data in private or special space, IPv4-mapped forms included."""
+    """True for A/AAAA data in private or special space, IPv4-mapped forms included.
+
+    Byte tests rather than ``ipaddress`` objects: this runs for every address of every
+    forwarded answer.
+    """
     if rtype == T_A:
-        a4 = ipaddress.IPv4Address(rdata)
-        return any(a4 in n for n in _PRIVATE_V4)
-    a6 = ipaddress.IPv6Address(rdata)
-    mapped = a6.ipv4_mapped
-    if mapped is not None:
-        return any(mapped in n for n in _PRIVATE_V4)
-    return any(a6 in n for n in _PRIVATE_V6)
+        return _private_v4(rdata[0], rdata[1])
+    if rdata[:12] == _V4_MAPPED:
+        return _private_v4(rdata[12], rdata[13])
+    if rdata[0] & 0xFE == 0xFC:  # fc00::/7 unique local
+        return True
+    if rdata[0] == 0xFE and rdata[1] & 0xC0 == 0x80:  # fe80::/10 link-local
+        return True
+    return rdata[:15] == bytes(15) and rdata[15] in (0, 1)  # :: and ::1
