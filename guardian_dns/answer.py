@@ -207,45 +207,59 @@ class BlockStyle:
         return BlockStyle(mode, ttl, b4, b6, ede)
 
 
-def blocked_entry(
-    style: BlockStyle,
-    qtype: int,
-    do: bool,
-    now: float,
-    gen: int,
-    rule: int,
-    category: int,
-    category_name: str,
-) -> Entry:
-    """The answer for a blocked name, in the configured block mode, with EDE 15 (RFC 8914)."""
-    records: list[wire.RR] = []
-    rcode = wire.NOERROR
-    if style.mode == "nxdomain":
-        rcode = wire.NXDOMAIN
-    elif style.mode == "refused":
-        rcode = wire.REFUSED
-    elif qtype == wire.T_A and style.ipv4:
-        records.append((b"", wire.T_A, wire.C_IN, style.ttl, style.ipv4))
-    elif qtype == wire.T_AAAA and style.ipv6:
-        records.append((b"", wire.T_AAAA, wire.C_IN, style.ttl, style.ipv6))
-    body, ttls = _body(records, b"")
-    text = f"blocked: {category_name}".encode()
-    opt = wire.opt_record(do, 0, wire.EDE_BLOCKED, text) if style.ede else wire.opt_record(do)
-    return Entry(
-        body=body,
-        ancount=len(records),
-        nscount=0,
-        rflags=rcode,
-        ttls=ttls,
-        stored=now,
-        expires=now + style.ttl,
-        stale_until=now + style.ttl,
-        kind=KIND_BLOCKED,
-        gen=gen,
-        opt=opt,
-        rule=rule,
-        category=category,
-    )
+class BlockTemplates:
+    """Blocked answers built once per snapshot: body, counts and OPT for every category, for
+    A, AAAA and other types, with and without DO. A newly blocked name then costs one Entry."""
+
+    def __init__(self, style: BlockStyle, categories: tuple[str, ...]) -> None:
+        self.style = style
+        self._parts: dict[tuple[int, int, bool], tuple[bytes, int, int, bytes]] = {}
+        for cat, cat_name in enumerate(categories):
+            for qtype in (wire.T_A, wire.T_AAAA, 0):
+                for do in (False, True):
+                    self._parts[cat, qtype, do] = self._build(style, qtype, do, cat_name)
+
+    @staticmethod
+    def _build(
+        style: BlockStyle, qtype: int, do: bool, cat_name: str
+    ) -> tuple[bytes, int, int, bytes]:
+        records: list[wire.RR] = []
+        rcode = wire.NOERROR
+        if style.mode == "nxdomain":
+            rcode = wire.NXDOMAIN
+        elif style.mode == "refused":
+            rcode = wire.REFUSED
+        elif qtype == wire.T_A and style.ipv4:
+            records.append((b"", wire.T_A, wire.C_IN, style.ttl, style.ipv4))
+        elif qtype == wire.T_AAAA and style.ipv6:
+            records.append((b"", wire.T_AAAA, wire.C_IN, style.ttl, style.ipv6))
+        # The block TTL is short and fixed, so the body is never aged: no TTL offsets kept.
+        body, _ttls = _body(records, b"")
+        text = f"blocked: {cat_name}".encode()
+        opt = wire.opt_record(do, 0, wire.EDE_BLOCKED, text) if style.ede else wire.opt_record(do)
+        return body, len(records), rcode, opt
+
+    def entry(self, category: int, qtype: int, do: bool, now: float, gen: int, rule: int) -> Entry:
+        """The answer for a blocked name, in the configured block mode, with EDE 15 (RFC 8914)."""
+        if qtype != wire.T_A and qtype != wire.T_AAAA:
+            qtype = 0
+        body, ancount, rcode, opt = self._parts[category, qtype, do]
+        expires = now + self.style.ttl
+        return Entry(
+            body=body,
+            ancount=ancount,
+            nscount=0,
+            rflags=rcode,
+            ttls=(),
+            stored=now,
+            expires=expires,
+            stale_until=expires,
+            kind=KIND_BLOCKED,
+            gen=gen,
+            opt=opt,
+            rule=rule,
+            category=category,
+        )
 
 
 def local_entry(rcode: int, do: bool, now: float, gen: int, ttl: int, ede: int = -1) -> Entry:

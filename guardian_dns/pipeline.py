@@ -225,10 +225,7 @@ class Pipeline:
 
     def _blocked(self, mask: int, rule: int, qtype: int, do: bool, now: float) -> Entry:
         snap = self.snap
-        cat = snap.filter.category_index(mask)
-        return answer.blocked_entry(
-            snap.block_style, qtype, do, now, self.gen, rule, cat, snap.categories[cat]
-        )
+        return snap.blocks.entry(snap.filter.category_index(mask), qtype, do, now, self.gen, rule)
 
     def _stale_reply(
         self, data: bytes, q: wire.Query, entry: Entry, client: str, now: float, udp: bool

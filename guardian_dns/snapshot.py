@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from guardian_dns import lists as lists_mod
-from guardian_dns.answer import AnswerPolicy, BlockStyle
+from guardian_dns.answer import AnswerPolicy, BlockStyle, BlockTemplates
 from guardian_dns.config import Config, effective_upstreams, parse_upstream_url
 from guardian_dns.errors import ListError
 from guardian_dns.filter import Filter
@@ -46,6 +46,7 @@ class Snapshot:
     categories: tuple[str, ...]
     rules: tuple[RuleRef, ...]
     block_style: BlockStyle
+    blocks: BlockTemplates
     answer_policy: AnswerPolicy
     allow_networks: tuple[IPNetwork, ...]
     acl_drop: bool
@@ -99,15 +100,18 @@ def build_snapshot(config: Config, gen: int) -> Snapshot:
         for u in upstreams
     )
     cc = config.cache
+    categories = trie.categories or ("default",)
+    style = BlockStyle.from_config(
+        bc.mode, bc.ttl, bc.custom_ipv4, bc.custom_ipv6, bc.extended_errors
+    )
     return Snapshot(
         gen=gen,
         config=config,
         filter=Filter(trie, allows, policy_mask, bc.bypass_protection),
-        categories=trie.categories or ("default",),
+        categories=categories,
         rules=rules,
-        block_style=BlockStyle.from_config(
-            bc.mode, bc.ttl, bc.custom_ipv4, bc.custom_ipv6, bc.extended_errors
-        ),
+        block_style=style,
+        blocks=BlockTemplates(style, categories),
         answer_policy=AnswerPolicy(
             min_ttl=cc.min_ttl,
             max_ttl=cc.max_ttl,
