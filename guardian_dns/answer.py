@@ -115,12 +115,16 @@ def forwarded(
                 rest.append(rr)
         pending = rest
     chain_text = [name] + [wire.wire_to_text(n) for n in order[1:]]
+    stripped_ttl = -1  # TTL to remember an answer emptied by rebinding protection
     if pol.rebinding_protection and not _is_local(name, pol):
-        kept = [
+        clean = [
             rr
             for rr in kept
             if rr[1] not in (wire.T_A, wire.T_AAAA) or not wire.is_private_rdata(rr[1], rr[4])
         ]
+        if len(clean) != len(kept):
+            stripped_ttl = min(_clamp(rr[3], pol) for rr in kept if rr not in clean)
+            kept = clean
     rcode = reply.rcode
     answers = [(o, t, c, _clamp(ttl, pol), d) for o, t, c, ttl, d in kept]
     authority: list[wire.RR] = []
@@ -146,6 +150,8 @@ def forwarded(
             authority = [
                 (o, t, c, min(ttl_min, _clamp(ttl, pol)), d) for o, t, c, ttl, d in authority
             ]
+        elif stripped_ttl >= 0:
+            ttl_min = stripped_ttl  # what the upstream said, minus what we may not pass on
         else:
             ttl_min = 0  # RFC 2308 5: a negative answer without SOA is not cached
         if answers:
