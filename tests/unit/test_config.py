@@ -427,7 +427,7 @@ ONE_PROBLEM = [
     ),
     pytest.param(
         "metrics:\n  port: 9153\n",
-        "cfg.yaml:2: metrics.port: unknown key (known: enabled, listen)",
+        "cfg.yaml:2: metrics.port: unknown key (known: enabled, listen, username, password)",
         id="unknown-key-no-suggestion",
     ),
     pytest.param(
@@ -1007,3 +1007,40 @@ def test_parse_listen_rejects(addr: str, reason: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_listen(addr)
     assert str(caught.value) == f"invalid listen address {addr!r}: {reason}"
+
+
+METRICS_AUTH = [
+    pytest.param(
+        'metrics:\n  listen: "0.0.0.0:9153"\n',
+        "cfg.yaml:2: metrics.listen: 0.0.0.0:9153 is reachable from the network: set "
+        "metrics.username and metrics.password (HTTP basic auth), or listen on 127.0.0.1",
+        id="lan-metrics-without-password",
+    ),
+    pytest.param(
+        "metrics:\n  username: admin\n",
+        "cfg.yaml:1: metrics.password: username and password must be set together",
+        id="username-without-password",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), METRICS_AUTH)
+def test_metrics_beyond_loopback_need_a_password(text: str, expected: str, tmp_path: Path) -> None:
+    assert problems_of(text, tmp_path) == [expected]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param('metrics:\n  listen: "127.0.0.1:9153"\n', id="loopback-no-password"),
+        pytest.param('metrics:\n  listen: "[::1]:9153"\n', id="v6-loopback-no-password"),
+        pytest.param(
+            'metrics:\n  listen: "0.0.0.0:9153"\n  username: u\n  password: p\n',
+            id="lan-with-password",
+        ),
+        pytest.param('upstream:\n  tls_ca_file: "/etc/ssl/certs/ca.pem"\n', id="tls-ca-file"),
+    ],
+)
+def test_metrics_and_tls_settings_that_are_fine(text: str, tmp_path: Path) -> None:
+    cfg = load_config_text(text, source="cfg.yaml", base_dir=str(tmp_path))
+    assert cfg.metrics.listen in ("127.0.0.1:9153", "[::1]:9153", "0.0.0.0:9153")
