@@ -60,6 +60,8 @@ class ServerConfig:
     tcp_max_connections_per_client: int = 16
     tcp_max_connections: int = 512
     tcp_max_queries_in_flight: int = 64  # per connection: pipelining, but bounded
+    rate_limit: int = 1000  # UDP queries per second per client (IPv6: per /64); 0 = off
+    rate_limit_exempt: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # e.g. a local dnsmasq
 
 
 @dataclass(frozen=True)
@@ -439,6 +441,7 @@ _CHECKS: Final[dict[str, _Check]] = {
     "server.tcp_max_connections_per_client": _at_least(1),
     "server.tcp_max_connections": _at_least(1),
     "server.tcp_max_queries_in_flight": _at_least(1),
+    "server.rate_limit": _at_least(0),
     "upstream.timeout": _above(0),
     "upstream.attempt_timeout": _above(0),
     "upstream.down_backoff": _at_least(0),
@@ -462,6 +465,7 @@ _CHECKS: Final[dict[str, _Check]] = {
 _ITEM_CHECKS: Final[dict[str, _Check]] = {
     "server.listen": _listen_check,
     "server.allow_networks": _network_check,
+    "server.rate_limit_exempt": _network_check,
     "upstream.servers": _message_of(parse_upstream_url),
     "blocking.block_categories": _category_check,
     "blocking.local_domains": _domain_check,

@@ -44,24 +44,46 @@ class ListenerStats:
 
 
 class Gate:
-    """ACL with a memo: parsing an address per packet would cost more than answering it."""
+    """ACL and rate-limit class per address, memoised: parsing an address per packet would cost
+    more than answering it.
+
+    The memo maps an address to False (refused), True (allowed, not rate limited) or a string,
+    the rate-limit bucket it counts against (the address, or its /64 for IPv6 so a device cannot
+    escape by rotating privacy addresses). Buckets count UDP queries in a fixed one-second
+    window (RFC 5358 section 4, BCP 140: a resolver must not be a flood amplifier).
+    """
 
     def __init__(self, pipeline: Pipeline, stats: ListenerStats) -> None:
         self.pipeline = pipeline
         self.stats = stats
-        self.memo: dict[str, bool] = {}
+        self.memo: dict[str, bool | str] = {}
+        self.counts: dict[str, int] = {}
+        self.limit = 0
+        self.reset()
 
     def reset(self) -> None:
+        """Forget every classification: the snapshot (ACL, limits) changed."""
         self.memo = {}
+        self.limit = self.pipeline.snap.config.server.rate_limit
+
+    def new_window(self) -> None:
+        self.counts = {}
+
+    def classify(self, ip: str) -> bool | str:
+        snap = self.pipeline.snap
+        verdict: bool | str = snap.client_allowed(ip)
+        if verdict and self.limit and not snap.rate_limit_exempt(ip):
+            verdict = snap.rate_bucket(ip)
+        if len(self.memo) >= _ACL_MEMO_MAX:
+            self.memo = {}
+        self.memo[ip] = verdict
+        return verdict
 
     def allowed(self, ip: str) -> bool:
-        ok = self.memo.get(ip)
-        if ok is None:
-            ok = self.pipeline.snap.client_allowed(ip)
-            if len(self.memo) >= _ACL_MEMO_MAX:
-                self.memo = {}
-            self.memo[ip] = ok
-        return ok
+        verdict = self.memo.get(ip)
+        if verdict is None:
+            verdict = self.classify(ip)
+        return verdict is not False
 
 
 def bind_socket(host: str, port: int, kind: int) -> socket.socket:
@@ -98,6 +120,7 @@ class UdpListener:
         handle = self.pipeline.handle
         gate = self.gate
         memo = gate.memo
+        counts = gate.counts
         now = self.loop.time()
         for _ in range(_BATCH):
             try:
@@ -113,15 +136,21 @@ class UdpListener:
             ip = addr[0]
             ok = memo.get(ip)
             if ok is None:
-                ok = gate.allowed(ip)
+                ok = gate.classify(ip)
                 memo = gate.memo
-            if not ok:
+            if ok is False:
                 if self.pipeline.snap.acl_drop:
                     gate.stats.drop("acl")
                     continue
                 gate.stats.drop("acl-refused")
                 resp: bytes | None = wire.error_reply(data, wire.REFUSED)
             else:
+                if ok is not True:  # a rate-limited client: ok is its bucket
+                    n = counts.get(ok, 0) + 1
+                    counts[ok] = n
+                    if n > gate.limit:
+                        gate.stats.drop("ratelimit")
+                        continue
                 try:
                     resp = handle(data, ip, now, self, addr)
                 except Exception:

@@ -96,6 +96,7 @@ class GuardianServer:
         upstream = _pool(snap)
         self.pipeline = Pipeline(snap, upstream, QueryLog(self.config.query_log.size))
         self.gate = Gate(self.pipeline, self.listener_stats)
+        self._rate_window()
         udp_socks, tcp_socks = self._bind(snap)
         for s in udp_socks:
             self.udp.append(UdpListener(s, self.pipeline, self.gate))
@@ -137,6 +138,11 @@ class GuardianServer:
         log.info("stopping")
         await self._shutdown()
         return 0
+
+    def _rate_window(self) -> None:
+        """Start a new one-second rate-limit window (a timer, not a clock read per packet)."""
+        self.gate.new_window()  # each read loop picks up the new dict at its next wake-up
+        asyncio.get_running_loop().call_later(1.0, self._rate_window)
 
     def _schedule_reload(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload())

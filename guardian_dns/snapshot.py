@@ -49,6 +49,7 @@ class Snapshot:
     blocks: BlockTemplates
     answer_policy: AnswerPolicy
     allow_networks: tuple[IPNetwork, ...]
+    rate_exempt_networks: tuple[IPNetwork, ...]
     acl_drop: bool
     upstreams: tuple[str, ...]
     lists: tuple[ListInfo, ...]
@@ -58,14 +59,34 @@ class Snapshot:
 
     def client_allowed(self, ip: str) -> bool:
         """Whether an address may query us (RFC 5358: never an open resolver)."""
-        try:
-            addr = ipaddress.ip_address(ip.split("%", 1)[0])
-        except ValueError:
-            return False
-        mapped = getattr(addr, "ipv4_mapped", None)
-        if mapped is not None:
-            addr = mapped
-        return any(addr.version == n.version and addr in n for n in self.allow_networks)
+        return _in_any(ip, self.allow_networks)
+
+    def rate_limit_exempt(self, ip: str) -> bool:
+        return _in_any(ip, self.rate_exempt_networks)
+
+    @staticmethod
+    def rate_bucket(ip: str) -> str:
+        """What a client's queries are counted against: its address, or its /64 for IPv6."""
+        addr = _address(ip)
+        if addr is None or addr.version == 4:
+            return ip
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+
+
+def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return None
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return mapped if mapped is not None else addr
+
+
+def _in_any(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
+    addr = _address(ip)
+    if addr is None:
+        return False
+    return any(addr.version == n.version and addr in n for n in networks)
 
 
 def build_snapshot(config: Config, gen: int) -> Snapshot:
@@ -125,6 +146,9 @@ def build_snapshot(config: Config, gen: int) -> Snapshot:
         ),
         allow_networks=tuple(
             ipaddress.ip_network(n, strict=False) for n in config.server.allow_networks
+        ),
+        rate_exempt_networks=tuple(
+            ipaddress.ip_network(n, strict=False) for n in config.server.rate_limit_exempt
         ),
         acl_drop=config.server.acl_action == "drop",
         upstreams=upstreams,

@@ -11,6 +11,7 @@ over from another test never count against its per-client cap.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import os
 import random
@@ -299,6 +300,66 @@ def test_client_inside_allow_networks_is_answered(
     parsed = wire.parse_reply(reply)
     assert (parsed.id, parsed.rcode_text) == (0x3302, "NOERROR"), parsed.message
     assert auth.count(name) >= 1
+
+
+# ---------------------------------------------------------------------------- R34 rate limit
+
+RATE_LIMIT = 200
+
+
+def _flood(port: int, source: str, count: int, seconds: float) -> int:
+    """Send ``count`` queries from ``source`` spread over ``seconds``; return the answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((source, 0))
+    sock.setblocking(False)
+    answered = 0
+    start = time.monotonic()
+    try:
+        for i in range(count):
+            target = start + seconds * i / count
+            while time.monotonic() < target:
+                time.sleep(0.0005)
+            sock.sendto(wire.make_query(WWW, id=i & 0xFFFF), ("127.0.0.1", port))
+            with contextlib.suppress(BlockingIOError):
+                while sock.recv(4096):
+                    answered += 1
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([sock], [], [], 0.1)
+            if ready:
+                with contextlib.suppress(BlockingIOError):
+                    while sock.recv(4096):
+                        answered += 1
+    finally:
+        sock.close()
+    return answered
+
+
+def test_flooding_client_is_rate_limited_while_a_quiet_one_is_answered(
+    upstream: AuthServer, tmp_path: Path
+) -> None:
+    """R34: A sends 2000 queries in a second, B 20: A limited, B all answered, drops counted."""
+    config = write_config(
+        tmp_path, upstream.port, extra_yaml=f"server:\n  rate_limit: {RATE_LIMIT}\n"
+    ).read_text(encoding="utf-8")
+    with GuardianProcess(config) as proc:
+        result: dict[str, int] = {}
+        flood = threading.Thread(
+            target=lambda: result.__setitem__("a", _flood(proc.port, "127.0.0.2", 2000, 1.0))
+        )
+        flood.start()
+        quiet = _flood(proc.port, "127.0.0.3", 20, 1.0)
+        flood.join()
+        # Two one-second windows may overlap the burst: at most twice the limit gets through.
+        assert result["a"] <= 2 * RATE_LIMIT + 10, f"flooding client got {result['a']} answers"
+        assert result["a"] >= RATE_LIMIT // 2, f"flooding client starved: {result['a']}"
+        assert quiet == 20, f"quiet client got {quiet} of 20 answers"
+        status, body = http_get(proc.metrics_port)
+        assert status == 200
+        drops = re.search(r'guardian_dns_dropped_total\{reason="ratelimit"\} (\d+)', body)
+        assert drops and int(drops.group(1)) > 0, "no ratelimit drops counted"
+        # Loopback's own address is exempt by default (a local dnsmasq forwards from there).
+        assert _flood(proc.port, "127.0.0.1", 600, 0.5) == 600
 
 
 # ---------------------------------------------------------------------------- R35 metrics

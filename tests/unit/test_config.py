@@ -422,7 +422,8 @@ ONE_PROBLEM = [
         "server:\n  lisen: ['127.0.0.1:53']\n",
         "cfg.yaml:2: server.lisen: unknown key (did you mean 'listen'? known: listen, "
         "allow_networks, acl_action, udp_max_size, tcp_idle_timeout, "
-        "tcp_max_connections_per_client, tcp_max_connections, tcp_max_queries_in_flight)",
+        "tcp_max_connections_per_client, tcp_max_connections, tcp_max_queries_in_flight, "
+        "rate_limit, rate_limit_exempt)",
         id="unknown-key-did-you-mean",
     ),
     pytest.param(
