@@ -26,6 +26,8 @@ from guardian_dns.cache import (
 )
 
 _QPTR = b"\xc0\x0c"  # the question name in every reply we send
+_OPT_DO = wire.opt_record(True)
+_OPT_NO_DO = wire.opt_record(False)
 _FIXED = struct.Struct("!HHIH")
 
 
@@ -84,6 +86,9 @@ def forwarded(
     (the question first) so the caller can inspect them.
     """
     qname = reply.question[: len(reply.question) - 4].lower()
+    simple = _simple_positive(reply, qname, qtype, do, ad_wanted, pol, now, gen, name)
+    if simple is not None:
+        return simple, [name]
     names = {qname}
     order = [qname]
     want_dnssec = do or qtype in (wire.T_RRSIG, wire.T_NSEC, wire.T_NSEC3, wire.T_DNSKEY)
@@ -175,6 +180,55 @@ def forwarded(
         opt=wire.opt_record(do),
     )
     return entry, chain_text
+
+
+def _simple_positive(
+    reply: wire.Reply,
+    qname: bytes,
+    qtype: int,
+    do: bool,
+    ad_wanted: bool,
+    pol: AnswerPolicy,
+    now: float,
+    gen: int,
+    name: str,
+) -> Entry | None:
+    """Most forwarded answers: NOERROR, one RRset owned by the question, of the asked type, no
+    private address. Built directly; anything else (None) takes the general path above."""
+    answers = reply.answer
+    if reply.rcode or not answers:
+        return None
+    check_private = (
+        qtype in (wire.T_A, wire.T_AAAA) and pol.rebinding_protection and not _is_local(name, pol)
+    )
+    body = bytearray()
+    ttls = []
+    ttl_min = 0x7FFFFFFF
+    for owner, rtype, rclass, ttl, rdata in answers:
+        if owner != qname or rtype != qtype:
+            return None
+        if check_private and wire.is_private_rdata(rtype, rdata):
+            return None
+        ttl = _clamp(ttl, pol)
+        ttl_min = min(ttl, ttl_min)
+        body += _QPTR
+        ttls.append((len(body) + 4, ttl))
+        body += _FIXED.pack(rtype, rclass, ttl, len(rdata))
+        body += rdata
+    extra = wire.F_AD if (pol.pass_ad and ad_wanted and reply.flags & wire.F_AD) else 0
+    return Entry(
+        body=bytes(body),
+        ancount=len(answers),
+        nscount=0,
+        rflags=extra,
+        ttls=tuple(ttls),
+        stored=now,
+        expires=now + ttl_min,
+        stale_until=now + ttl_min + pol.stale_max_age,
+        kind=KIND_FORWARDED,
+        gen=gen,
+        opt=_OPT_DO if do else _OPT_NO_DO,
+    )
 
 
 def servfail_entry(now: float, do: bool, pol: AnswerPolicy, gen: int) -> Entry:

@@ -7,10 +7,12 @@ What it must never do: reuse a query ID or a source port pattern an attacker can
 reply whose ID, name (letter case included), type or class differ from what we sent, or wait
 longer than the budget.
 
-Source ports (RFC 5452): each UDP query goes out on a socket picked at random from a small pool of
-connected sockets, and a socket is retired after ``UDP_USES_PER_SOCKET`` queries, so ports keep
-changing (a fresh ephemeral port, chosen at random by the kernel) without paying socket(),
-connect() and two epoll changes on every query, which cost a third of a forwarded query's CPU.
+Source ports (RFC 5452): each UDP query goes out on a socket picked at random from a pool of up
+to ``UDP_POOL_SIZE`` connected sockets on random ephemeral ports (chosen by the kernel), and a
+socket is retired after ``UDP_USES_PER_SOCKET`` queries so the set of ports keeps moving. With a
+CSPRNG query ID that is about 25 bits an off-path spoofer must guess, without paying socket(),
+connect(), close() and two epoll changes on every query (they cost more than the rest of a
+forwarded query together).
 IDs come from the OS's CSPRNG. A connected UDP socket makes the kernel drop datagrams from any
 other address or port, which is the source check of RFC 5452 9.1 for free.
 """
@@ -18,6 +20,7 @@ other address or port, which is the source check of RFC 5452 9.1 for free.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
@@ -38,8 +41,8 @@ log = logging.getLogger(__name__)
 RETRY_RCODES = frozenset({wire.SERVFAIL, wire.REFUSED, wire.NOTIMP, wire.FORMERR})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 MAX_ATTEMPTS = 6
-UDP_POOL_SIZE = 256  # connected sockets per upstream server
-UDP_USES_PER_SOCKET = 8  # then the socket is retired: its port changes
+UDP_POOL_SIZE = 512  # connected sockets per upstream server
+UDP_USES_PER_SOCKET = 256  # then the socket is retired: its port changes
 
 
 class _Random:
@@ -82,11 +85,7 @@ class UpstreamStats:
 
     def observe(self, seconds: float) -> None:
         self.latency_sum += seconds
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if seconds <= bound:
-                self.latency_counts[i] += 1
-                return
-        self.latency_counts[-1] += 1
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
 
 class _StreamConn:

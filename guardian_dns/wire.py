@@ -120,11 +120,12 @@ def parse_query(data: bytes) -> Query:
         raise WireError("opcode", NOTIMP)
     if qd != 1 or an or ns or ar > 2:
         raise WireError("counts")
-    end = len(data)
+    # Never look further than a 255-octet name could reach, whatever the message length.
+    end = min(len(data), 12 + MAX_NAME)
     pos = 12
     while True:
         if pos >= end:
-            raise WireError("truncated name")
+            raise WireError("truncated name" if end < 12 + MAX_NAME else "name too long")
         ln = data[pos]
         if ln == 0:
             pos += 1
@@ -132,8 +133,7 @@ def parse_query(data: bytes) -> Query:
         if ln > 63:  # compression pointer or reserved label type: never valid in a question here
             raise WireError("label type")
         pos += ln + 1
-    if pos - 12 > MAX_NAME:
-        raise WireError("name too long")
+    end = len(data)
     name_end = pos
     qend = pos + 4
     if qend > end:
@@ -387,8 +387,15 @@ class Reply:
 def _read_records(data: bytes, pos: int, count: int) -> tuple[list[RR], int]:
     out: list[RR] = []
     end = len(data)
+    qname = b""
     for _ in range(count):
-        owner, pos = read_name(data, pos)
+        if data[pos : pos + 2] == b"\xc0\x0c":  # the usual owner: the question's name
+            if not qname:
+                qname, _after = read_name(data, 12)
+            owner = qname
+            pos += 2
+        else:
+            owner, pos = read_name(data, pos)
         if pos + 10 > end:
             raise WireError("truncated record")
         rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, pos)
