@@ -91,6 +91,11 @@ class GuardianCollector:
             ue.add_metric([kind], n)
         yield ue
         yield CounterMetricFamily(
+            "guardian_dns_upstream_tcp_retries",
+            "Upstream answers truncated over UDP and asked again over TCP.",
+            us.tc_retries,
+        )
+        yield CounterMetricFamily(
             "guardian_dns_upstream_mismatched",
             "Upstream replies dropped because they did not match the question.",
             us.mismatched,

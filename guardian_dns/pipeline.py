@@ -15,7 +15,9 @@ What it must never do: log per query, allocate per-query objects on the hit path
 bytes and one ring-buffer tuple, or let an exception escape to the listener unanswered.
 
 Cache hits and blocked names (whose answers are cached too) are answered synchronously inside the
-listener's read loop; only misses create a task.
+listener's read loop. A miss becomes a ``_Flight`` (every client asking the same question waits on
+it); its first UDP attempt runs on callbacks from the upstream pool, and only the unusual cases
+(failover, TCP after truncation, TLS, retries) run as a coroutine task.
 """
 
 from __future__ import annotations
