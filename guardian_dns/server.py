@@ -239,17 +239,22 @@ def run_server(
     reload_config: Callable[[], Config],
     ready: Callable[[GuardianServer], None] | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT, on uvloop when it is installed."""
+    """Run until SIGTERM/SIGINT, on uvloop when it is installed.
+
+    ``GUARDIAN_DNS_LOOP=asyncio`` forces the standard library's loop (to rule uvloop out when
+    debugging; the test suite runs both).
+    """
     runner: Any = asyncio.run
-    try:
-        import uvloop
+    if os.environ.get("GUARDIAN_DNS_LOOP", "") != "asyncio":
+        try:
+            import uvloop
 
-        def runner(coro: Any) -> Any:
-            return uvloop.run(coro)
+            def runner(coro: Any) -> Any:
+                return uvloop.run(coro)
 
-        log.debug("using uvloop")
-    except ImportError:
-        pass
+            log.debug("using uvloop")
+        except ImportError:
+            pass
     server = GuardianServer(config, reload_config)
     result: int = runner(server.run(ready))
     return result
