@@ -74,7 +74,11 @@ OUR_EDNS_SIZE: Final = 1232
 
 # Types whose RDATA holds names that may be compressed (RFC 3597 section 4): we decompress them so
 # a cached answer never refers to an offset in a message we no longer have.
-_NAME_RDATA: Final = frozenset({T_NS, T_CNAME, T_PTR, T_DNAME, 3, 4, 7, 8, 9})  # +MD MF MB MG MR
+# Type -> octets of fixed data before the one name at the end of its RDATA (MX preference, SRV
+# priority/weight/port); MD, MF, MB, MG, MR are 3, 4, 7, 8, 9.
+_NAME_RDATA: Final = {T_NS: 0, T_CNAME: 0, T_PTR: 0, T_DNAME: 0, 3: 0, 4: 0, 7: 0, 8: 0, 9: 0}
+_NAME_RDATA[T_MX] = 2
+_NAME_RDATA[T_SRV] = 6
 _DNSSEC_TYPES: Final = frozenset({T_RRSIG, T_NSEC, T_NSEC3, 50, 51})
 
 _HDR = struct.Struct("!HHHHHH")
@@ -433,31 +437,20 @@ def parse_reply(data: bytes) -> Reply:
 
 
 def _decompress_rdata(data: bytes, rtype: int, pos: int, rend: int) -> bytes:
-    if rtype in _NAME_RDATA:
-        name, after = read_name(data, pos)
+    fixed = _NAME_RDATA.get(rtype)
+    if fixed is not None:
+        if rend - pos < fixed + 1:
+            raise WireError("rdata length")
+        name, after = read_name(data, pos + fixed)
         if after != rend:
             raise WireError("rdata length")
-        return name
+        return data[pos : pos + fixed] + name
     if rtype == T_SOA:
         mname, p = read_name(data, pos)
         rname, p = read_name(data, p)
         if p + 20 != rend:
             raise WireError("SOA length")
         return mname + rname + data[p:rend]
-    if rtype == T_MX:
-        if rend - pos < 3:
-            raise WireError("MX length")
-        name, after = read_name(data, pos + 2)
-        if after != rend:
-            raise WireError("rdata length")
-        return data[pos : pos + 2] + name
-    if rtype == T_SRV:
-        if rend - pos < 7:
-            raise WireError("SRV length")
-        name, after = read_name(data, pos + 6)
-        if after != rend:
-            raise WireError("rdata length")
-        return data[pos : pos + 6] + name
     if rtype == T_A and rend - pos != 4:
         raise WireError("A length")
     if rtype == T_AAAA and rend - pos != 16:

@@ -256,3 +256,27 @@ def test_upstream_query_is_well_formed() -> None:
     assert msg.edns == 0
     assert msg.payload == 1232
     assert msg.ednsflags & 0x8000
+
+
+@pytest.mark.parametrize(
+    ("rtype", "prefix"),
+    [
+        pytest.param(15, b"\x00\x0a", id="MX-preference-then-name"),
+        pytest.param(33, b"\x00\x01\x00\x05\x01\xbb", id="SRV-priority-weight-port-then-name"),
+        pytest.param(2, b"", id="NS-name-only"),
+    ],
+)
+def test_names_inside_rdata_are_decompressed(rtype: int, prefix: bytes) -> None:
+    # The target is a pointer to "example.test" inside the question (offset 16).
+    head = bytes.fromhex("42428180") + struct.pack("!HHHH", 1, 1, 0, 0) + WWW + A_IN
+    rdata = prefix + b"\x03mx1\xc0\x10"
+    rr = b"\xc0\x0c" + struct.pack("!HHIH", rtype, 1, 60, len(rdata)) + rdata
+    rep = wire.parse_reply(head + rr)
+    assert rep.answer[0][4] == prefix + bytes.fromhex("036d7831076578616d706c65047465737400")
+
+
+def test_rdata_too_short_for_its_fixed_part_is_rejected() -> None:
+    head = bytes.fromhex("42428180") + struct.pack("!HHHH", 1, 1, 0, 0) + WWW + A_IN
+    rr = b"\xc0\x0c" + struct.pack("!HHIH", 33, 1, 60, 3) + b"\x00\x01\x00"
+    with pytest.raises(wire.WireError):
+        wire.parse_reply(head + rr)
