@@ -79,6 +79,8 @@ from dnslib import (
     DNSRecord,
 )
 
+from tests.support.wire import question_end
+
 __all__ = [
     "FAKE_ADDRESS",
     "POISON_ADDRESS",
@@ -268,19 +270,6 @@ def _zone_of(name: str) -> str | None:
         if name == zone or name.endswith("." + zone):
             return zone
     return None
-
-
-def _question_end(data: bytes, offset: int = 12) -> int:
-    """Offset just past the first question (name + type + class); pointers end the name."""
-    while offset < len(data):
-        length = data[offset]
-        if length & 0xC0 == 0xC0:
-            offset += 2
-            break
-        offset += 1 + length
-        if length == 0:
-            break
-    return offset + 4
 
 
 @dataclass(eq=False)  # identity semantics: kept in a set
@@ -972,7 +961,7 @@ class AuthServer:
     @staticmethod
     def _loop_reply(data: bytes, query: DNSRecord) -> bytes:
         """QR AA reply whose single ANSWER owner name is a pointer to its own offset."""
-        question = data[12 : _question_end(data)]
+        question = data[12 : question_end(data)]
         offset = 12 + len(question)
         flags = 0x8400 | (0x0100 if query.header.rd else 0)
         header = struct.pack("!HHHHHH", query.header.id, flags, 1, 1, 0, 0)

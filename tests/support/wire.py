@@ -453,9 +453,8 @@ class Reply:
         return [rrset.to_text() for rrset in getattr(self, section)]
 
 
-def question_wire(data: bytes) -> bytes:
-    """The raw first question of a message (name bytes up to the root or a pointer, type, class)."""
-    offset = 12
+def question_end(data: bytes, offset: int = 12) -> int:
+    """Offset just past the first question (name + type + class); a pointer ends the name."""
     while offset < len(data):
         length = data[offset]
         if length & 0xC0 == 0xC0:
@@ -464,7 +463,12 @@ def question_wire(data: bytes) -> bytes:
         offset += 1 + length
         if length == 0:
             break
-    return data[12 : offset + 4]
+    return offset + 4
+
+
+def question_wire(data: bytes) -> bytes:
+    """The raw first question of a message (name bytes up to the root or a pointer, type, class)."""
+    return data[12 : question_end(data)]
 
 
 def parse_reply(data: bytes) -> Reply:
