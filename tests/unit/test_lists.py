@@ -27,7 +27,7 @@ GOLDEN = [
         id="domains-ut1-doh",
     ),
     pytest.param("blocklistproject-phishing.domains", "domains", {}, id="domains-phishing"),
-    pytest.param("ultimatehosts.wildcard", "domains", {}, id="wildcard-ultimatehosts"),
+    pytest.param("ultimatehosts.wildcard", "wildcard", {}, id="wildcard-ultimatehosts"),
     pytest.param("blocklistproject-drugs.adblock", "adblock", {}, id="adblock-drugs"),
     pytest.param(
         "rules.adblock",
@@ -68,8 +68,14 @@ GOLDEN = [
 
 
 def _golden(name: str) -> tuple[list[str], list[str]]:
-    lines = (DATA / f"{name}.expected").read_text(encoding="utf-8").splitlines()
-    return [x for x in lines if not x.startswith("@@")], [x[2:] for x in lines if x[:2] == "@@"]
+    """Blocked and allowed names of a golden file (see test_list_formats), repeats removed."""
+    blocks: dict[str, None] = {}
+    allows: dict[str, None] = {}
+    for line in (DATA / f"{name}.expected").read_text(encoding="utf-8").splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind in ("block", "allow"):
+            (blocks if kind == "block" else allows).setdefault(rest.split(" ", 1)[1], None)
+    return list(blocks), list(allows)
 
 
 @pytest.mark.parametrize(("name", "fmt", "warnings"), GOLDEN)
@@ -178,7 +184,17 @@ def test_normalise_domain(text: str, expected: str | None) -> None:
             id="hosts-majority",
         ),
         pytest.param(["\ufeff0.0.0.0 a.com"], "hosts", id="bom"),
-        pytest.param(["*.a.com", "*.b.com"], "domains", id="wildcard"),
+        pytest.param(["*.a.com", "*.b.com"], "wildcard", id="wildcard"),
+        pytest.param(["*.a.com", "b.com", "c.com"], "domains", id="some-wildcards"),
+        pytest.param(["# c", "address=/a.com/#", "server=/b.com/"], "dnsmasq", id="dnsmasq"),
+        pytest.param(["server:", 'local-zone: "a.com." always_null'], "unbound", id="unbound"),
+        pytest.param(
+            ["$TTL 2h", "@ SOA ns. admin. 1 2 3 4 5", "a.com CNAME .", "*.a.com CNAME ."],
+            "rpz",
+            id="rpz",
+        ),
+        pytest.param(["; c", r"(^|\.)a\.com$", r"ads?[0-9]*\..+"], "regex", id="regex"),
+        pytest.param(["||a.com^", "@@||b.com^", "c.com^"], "adblock", id="adblock-not-regex"),
     ],
 )
 def test_detect_format(lines: list[str], expected: str) -> None:
@@ -224,7 +240,7 @@ def test_given_format_wins_over_detection() -> None:
 
 def test_unknown_format_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unknown list format"):
-        parse_text("a.example", "x", "dnsmasq")
+        parse_text("a.example", "x", "bind")
 
 
 def test_adblock_counts_ignored_modifiers() -> None:
