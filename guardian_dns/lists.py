@@ -1022,6 +1022,13 @@ def _unreadable(source: str, exc: OSError) -> ListError:
     return ListError(Problem(source, 0, "", message))
 
 
+def _open(source: str) -> IO[bytes]:
+    try:
+        return open(source, "rb")  # the callers close it with "with"
+    except OSError as exc:
+        raise _unreadable(source, exc) from None
+
+
 def _file_blocks(f: IO[bytes], block_bytes: int, out: _Out) -> Iterator[str]:
     """The file as text blocks that each end at a newline (the last one may not).
 
@@ -1029,15 +1036,22 @@ def _file_blocks(f: IO[bytes], block_bytes: int, out: _Out) -> Iterator[str]:
     over past ``MAX_LINE_BYTES`` is dropped as it is read (one warning, an empty line in its
     place), so a file without newlines cannot grow the carried remainder without end.
     """
+
+    def read(size: int) -> bytes:
+        try:
+            return f.read(size)
+        except OSError as exc:  # midway too: half a list must not pass for the whole one
+            raise _unreadable(out.source, exc) from None
+
     carry = b""
     lines_done = 0
     skipping = False
-    data = f.read(max(block_bytes, len(_BOM)))
+    data = read(max(block_bytes, len(_BOM)))
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
     while True:
         if not data:
-            data = f.read(block_bytes)
+            data = read(block_bytes)
             if not data:
                 break
         newline = data.find(b"\n")
@@ -1179,11 +1193,8 @@ def parse_stream(
     _check_format(fmt)
     source = os.fspath(path)
     out = _Out(source, allow_tld, MAX_WARNINGS_KEPT)
-    try:
-        with open(source, "rb") as f:
-            return _run(_file_blocks(f, block_bytes, out), fmt, on_entries, out, chunk_lines)
-    except OSError as exc:
-        raise _unreadable(source, exc) from None
+    with _open(source) as f:
+        return _run(_file_blocks(f, block_bytes, out), fmt, on_entries, out, chunk_lines)
 
 
 def parse_text_stream(
@@ -1247,11 +1258,8 @@ def parse_file(
     _check_format(fmt)
     source = os.fspath(path)
     out = _Out(source, allow_tld, None)
-    try:
-        with open(source, "rb") as f:
-            return _collect(_file_blocks(f, BLOCK_BYTES, out), fmt, out)
-    except OSError as exc:
-        raise _unreadable(source, exc) from None
+    with _open(source) as f:
+        return _collect(_file_blocks(f, BLOCK_BYTES, out), fmt, out)
 
 
 __all__ = [

@@ -468,3 +468,11 @@ def test_line_limit_is_exact_across_blocks(tmp_path: Path, extra: int) -> None:
     assert (bn, bl) == (["a.example", "b.example"], [1, 3])
     dropped = [w.line for w in summary.warnings if "more than" in w.message]
     assert dropped == ([2] if extra > 0 else [])
+
+
+def test_an_error_in_the_consumer_is_not_a_read_error() -> None:
+    def sink(bn: list[str], bl: list[int], an: list[str], al: list[int]) -> None:
+        raise OSError("disk full while building the table")
+
+    with pytest.raises(OSError, match="disk full"):
+        parse_stream(DATA / "clefspeare13.hosts", "hosts", sink)
