@@ -141,8 +141,10 @@ class ListSummary:
     """What ``parse_stream`` saw in one list; the names themselves went to ``on_entries``.
 
     ``blocked`` and ``allowed`` count entries handed over, repeats included (the consumer
-    dedupes). ``invalid`` counts every warning, of which ``warnings`` keeps the first
-    ``MAX_WARNINGS_KEPT``: a list of a million bad lines must not become a million objects.
+    dedupes). ``invalid`` counts every line (or name of a several-name hosts line) skipped with
+    a warning, and ``warnings`` keeps the first ``MAX_WARNINGS_KEPT`` of those warnings: a list
+    of a million bad lines must not become a million objects. A file that only looks like
+    regexes adds one warning at line 0 and counts its patterns as invalid.
     """
 
     source: str
@@ -166,7 +168,7 @@ class ParsedList:
 
     ``lines[i]`` is the line of the first occurrence of ``domains[i]``, so "why is this blocked"
     can point at the line an administrator would edit. Unlike ``ListSummary`` it keeps every
-    warning, so ``len(warnings) == invalid``.
+    warning: whoever holds the whole list can hold its warnings too.
     """
 
     source: str
