@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import yaml
 
+from guardian_dns import lists as lists_mod
 from guardian_dns.errors import ConfigError, Problem
 
 # Loopback, RFC 1918, CGNAT is deliberately absent (a home LAN never uses it), link-local, ULA.
@@ -43,7 +44,9 @@ DEFAULT_LOCAL_DOMAINS: tuple[str, ...] = ("lan", "local", "home.arpa", "internal
 
 BLOCK_MODES: tuple[str, ...] = ("nxdomain", "null_ip", "custom_ip", "refused")
 ACL_ACTIONS: tuple[str, ...] = ("refuse", "drop")
-LIST_FORMATS: tuple[str, ...] = ("auto", "hosts", "domains", "adblock")
+LIST_FORMATS: tuple[str, ...] = ("auto", *lists_mod.FORMATS)
+LIST_ACTIONS: tuple[str, ...] = ("block", "allow")
+ALL_CATEGORIES: Final = "*"  # an allowlist's category meaning "every category"
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 UPSTREAM_SCHEMES: tuple[str, ...] = ("udp", "tcp", "tls")
 
@@ -62,6 +65,9 @@ class ServerConfig:
     tcp_max_queries_in_flight: int = 64  # per connection: pipelining, but bounded
     rate_limit: int = 1000  # UDP queries per second per client (IPv6: per /64); 0 = off
     rate_limit_exempt: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # e.g. a local dnsmasq
+    # Where the compiled domain table (and later feed state) lives. None: $STATE_DIRECTORY (set
+    # by systemd's StateDirectory=), else $XDG_STATE_HOME/guardian-dns or ~/.local/state/...
+    state_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,11 @@ class ListConfig:
     """One blocklist file and the category it belongs to."""
 
     file: str  # relative paths are relative to the config file's directory
-    category: str = "default"
-    format: str = "auto"  # auto | hosts | domains | adblock
+    category: str = "default"  # for an allowlist: the category it allows, "*" (default) = all
+    format: str = "auto"  # auto (detected from the content) or one of lists.FORMATS
+    action: str = "block"  # block | allow
+    admin: bool = False  # the administrator's own list: beats every downloaded list
+    allow_tld: bool = False  # accept single-label names such as "zip" (a whole TLD)
 
 
 @dataclass(frozen=True)
@@ -159,12 +168,13 @@ class Config:
 # system_resolvers(path="/etc/resolv.conf") -> tuple[str, ...]
 # ---------------------------------------------------------------------------------------------
 
-# The four lists shipped in the repository, relative to its root, and the category each feeds.
+# The lists shipped in the repository, relative to its root, and the category each feeds.
 REPO_ROOT: Final[Path] = Path(__file__).resolve().parent.parent
 BUNDLED_LISTS: Final[tuple[tuple[str, str], ...]] = (
     ("blocklists/adult.hosts", "adult"),
     ("blocklists/gambling.hosts", "gambling"),
     ("blocklists/bypass.txt", "bypass"),
+    ("blocklists/bypass-ut1-doh.txt", "bypass"),
     ("blocklists/scam.txt", "scam"),
 )
 # The "file" of a problem that came from a command-line flag rather than a config file.
@@ -725,29 +735,38 @@ class _Reader:
         return tuple(entry for entry in entries if entry is not None)
 
     def list_entry(self, item: Any, path: str, line: int) -> ListConfig | None:
-        values: dict[str, tuple[str, int]] = {}
+        values: dict[str, tuple[Any, int]] = {}
         if isinstance(item, str):
             category, file = _split_category(item)
             values = {"file": (file, line), "category": (category, line)}
         elif isinstance(item, _LineMap):
             for key, raw, key_line in self.keys(item, path, _LIST_KEYS):
-                if isinstance(raw, str):
+                want = bool if key in ("admin", "allow_tld") else str
+                if isinstance(raw, want):
                     values[key] = (raw, key_line)
                 else:
-                    got = _describe(raw)
-                    self.problem(key_line, f"{path}.{key}", f"expected a string, got {got}")
+                    kind = "true or false" if want is bool else "a string"
+                    self.problem(
+                        key_line, f"{path}.{key}", f"expected {kind}, got {_describe(raw)}"
+                    )
             if "file" not in item:
                 self.problem(line, f"{path}.file", "missing (every list entry needs a file)")
         else:
             self.problem(
                 line,
                 path,
-                "expected a mapping {file, category, format} or a string '[CATEGORY=]FILE', "
-                f"got {_describe(item)}",
+                "expected a mapping {file, category, format, action} or a string "
+                f"'[CATEGORY=]FILE', got {_describe(item)}",
             )
             return None
         before = len(self.problems)
-        file, category, fmt = "", "default", "auto"
+        file, fmt, action = "", "auto", "block"
+        if "action" in values:
+            action, action_line = values["action"]
+            message = _one_of(LIST_ACTIONS)(action)
+            if message:
+                self.problem(action_line, f"{path}.action", message)
+        category = ALL_CATEGORIES if action == "allow" else "default"
         if "file" in values:
             file, file_line = values["file"]
             file, message = _resolve_list_file(file, self.base_dir)
@@ -755,7 +774,10 @@ class _Reader:
                 self.problem(file_line, f"{path}.file", message)
         if "category" in values:
             category, category_line = values["category"]
-            message = _category_check(category)
+            if category == ALL_CATEGORIES and action != "allow":
+                message = "'*' (every category) is for allowlists; a blocklist names one category"
+            else:
+                message = None if category == ALL_CATEGORIES else _category_check(category)
             if message:
                 self.problem(category_line, f"{path}.category", message)
         if "format" in values:
@@ -765,7 +787,14 @@ class _Reader:
                 self.problem(format_line, f"{path}.format", message)
         if len(self.problems) > before or "file" not in values:
             return None
-        return ListConfig(file=file, category=category, format=fmt)
+        return ListConfig(
+            file=file,
+            category=category,
+            format=fmt,
+            action=action,
+            admin=bool(values.get("admin", (False, 0))[0]),
+            allow_tld=bool(values.get("allow_tld", (False, 0))[0]),
+        )
 
     def cross_check(self, cfg: Config) -> None:
         """Rules that tie two keys together; reported at the key most likely to be the mistake."""

@@ -111,11 +111,21 @@ class GuardianCollector:
         h.add_metric([], buckets, us.latency_sum)
         yield h
         lg = GaugeMetricFamily(
-            "guardian_dns_list_domains", "Domains loaded per list.", labels=["list", "category"]
+            "guardian_dns_list_domains",
+            "Rules loaded per list (blocks; for an allowlist, allows).",
+            labels=["list", "category", "action"],
+        )
+        li = GaugeMetricFamily(
+            "guardian_dns_list_invalid_lines",
+            "Lines of a list skipped as unusable (bad names, IPs, bare TLDs, unknown syntax).",
+            labels=["list", "category", "action"],
         )
         for info in snap.lists:
-            lg.add_metric([info.source.rsplit("/", 1)[-1], info.category], info.entries)
+            labels = [info.source.rsplit("/", 1)[-1], info.category, info.action]
+            lg.add_metric(labels, info.entries)
+            li.add_metric(labels, info.warnings)
         yield lg
+        yield li
         yield GaugeMetricFamily("guardian_dns_domains", "Distinct domains in force.", snap.domains)
         yield GaugeMetricFamily(
             "guardian_dns_snapshot_generation", "Configuration generation in force.", snap.gen

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from guardian_dns import __version__
+from guardian_dns import compile as compile_mod
 from guardian_dns.config import Config, parse_listen
 from guardian_dns.errors import GuardianError
 from guardian_dns.listener import (
@@ -92,7 +93,8 @@ class GuardianServer:
     async def run(self, ready: Callable[[GuardianServer], None] | None = None) -> int:
         _raise_fd_limit()
         loop = asyncio.get_running_loop()
-        snap = await loop.run_in_executor(None, build_snapshot, self.config, 1)
+        table = await self._table(self.config)
+        snap = build_snapshot(self.config, 1, table)
         upstream = _pool(snap)
         self.pipeline = Pipeline(snap, upstream, QueryLog(self.config.query_log.size))
         self.gate = Gate(self.pipeline, self.listener_stats)
@@ -139,6 +141,22 @@ class GuardianServer:
         await self._shutdown()
         return 0
 
+    async def _table(self, config: Config) -> compile_mod.Result:
+        """The domain table for ``config``: the saved one, or one built in a child process."""
+        directory = compile_mod.state_dir(config.server.state_dir, config.base_dir)
+        result = await compile_mod.table_in_child(
+            compile_mod.specs_of(config.blocking.lists), directory
+        )
+        how = "built" if result.built else "loaded from the state directory"
+        log.info(
+            "domain table %s: %d names, %.2f s%s",
+            how,
+            len(result.table),
+            result.seconds,
+            f", builder peak RSS {result.peak_rss_kib // 1024} MiB" if result.built else "",
+        )
+        return result
+
     def _rate_window(self) -> None:
         """Start a new one-second rate-limit window (a timer, not a clock read per packet)."""
         self.gate.new_window()  # each read loop picks up the new dict at its next wake-up
@@ -158,7 +176,8 @@ class GuardianServer:
         old = self.pipeline.snap
         try:
             config = await loop.run_in_executor(None, self.reload_config)
-            snap = await loop.run_in_executor(None, build_snapshot, config, old.gen + 1)
+            table = await self._table(config)
+            snap = build_snapshot(config, old.gen + 1, table)
         except GuardianError as exc:
             self.reloads["failed"] = self.reloads.get("failed", 0) + 1
             log.error("reload failed, still serving generation %d: %s", old.gen, exc)

@@ -1,7 +1,8 @@
 """The snapshot: everything that can change at run time, built aside and swapped in one reference.
 
 What it decides: whether a configuration and its lists can be put in force (build fully, or raise).
-What it reads: the list files named by the config.
+What it reads: the configuration and a domain table already in force (``compile.Result``); the
+list files only when no table is handed over (tools and tests: built in this process, not saved).
 What it must never do: touch the running server. Reload, a CLI edit or a feed sync builds a new
 snapshot while the old one keeps serving; only a complete, validated snapshot is ever swapped in.
 """
@@ -13,12 +14,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from guardian_dns import lists as lists_mod
+from guardian_dns import compile as compile_mod
 from guardian_dns.answer import AnswerPolicy, BlockStyle, BlockTemplates
 from guardian_dns.config import Config, effective_upstreams, parse_upstream_url
 from guardian_dns.errors import ListError
 from guardian_dns.filter import Filter
-from guardian_dns.trie import RuleRef, build_from_lists
+from guardian_dns.regexrules import RegexRules
+from guardian_dns.trie import LIST_BITS, RuleRef
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,9 @@ class ListInfo:
     source: str
     category: str
     format: str
-    entries: int
-    warnings: int
+    entries: int  # rules that block (allowlists: that allow)
+    warnings: int  # lines skipped as unusable
+    action: str = "block"
 
 
 @dataclass(frozen=True)
@@ -89,22 +92,45 @@ def _in_any(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
     return any(addr.version == n.version and addr in n for n in networks)
 
 
-def build_snapshot(config: Config, gen: int) -> Snapshot:
-    """Parse every list and build the filter. Raises ListError for a list that cannot be read."""
+def build_snapshot(config: Config, gen: int, lists: compile_mod.Result | None = None) -> Snapshot:
+    """Put a config and its table together. Raises ListError for a list that cannot be read.
+
+    Without ``lists`` the table is built here and now, in this process and not saved: that is
+    for ``check-config`` and tests; the server hands over a table built in a child process.
+    """
     start = time.monotonic()
-    parsed = []
+    if lists is None:
+        lists = compile_mod.table_in_process(compile_mod.specs_of(config.blocking.lists), None)
+    trie = lists.table
     infos = []
-    for lc in config.blocking.lists:
-        pl = lists_mod.parse_file(lc.file, lc.format)
-        for w in pl.warnings[:MAX_WARNINGS_LOGGED]:
+    rules = []
+    for report in lists.reports:
+        for w in report.warnings[:MAX_WARNINGS_LOGGED]:
             log.warning("skipped bad line: %s", w)
-        if len(pl.warnings) > MAX_WARNINGS_LOGGED:
+        if report.invalid > MAX_WARNINGS_LOGGED:
             log.warning(
-                "%s: %d more bad lines skipped", lc.file, len(pl.warnings) - MAX_WARNINGS_LOGGED
+                "%s: %d more bad lines skipped",
+                report.source,
+                report.invalid - min(report.invalid, MAX_WARNINGS_LOGGED),
             )
-        parsed.append((pl, lc.category))
-        infos.append(ListInfo(lc.file, lc.category, pl.format, len(pl.domains), len(pl.warnings)))
-    trie, rules, allows = build_from_lists(parsed)
+        entries = report.allowed if report.action == "allow" else report.blocked
+        infos.append(
+            ListInfo(
+                report.source,
+                report.category,
+                report.format,
+                entries,
+                report.invalid,
+                report.action,
+            )
+        )
+        rules.append(RuleRef(report.source, 0, report.category))
+    regex = None
+    patterns = trie.meta.get("regexes") or []
+    if patterns:
+        regex = RegexRules.build(
+            [(p, bit, (line << LIST_BITS) | index) for p, bit, index, line in patterns]
+        )
     bc = config.blocking
     if bc.block_categories:
         unknown = sorted(set(bc.block_categories) - set(trie.categories))
@@ -128,9 +154,9 @@ def build_snapshot(config: Config, gen: int) -> Snapshot:
     return Snapshot(
         gen=gen,
         config=config,
-        filter=Filter(trie, allows, policy_mask, bc.bypass_protection),
+        filter=Filter(trie, policy_mask, bc.bypass_protection, regex),
         categories=categories,
-        rules=rules,
+        rules=tuple(rules),
         block_style=style,
         blocks=BlockTemplates(style, categories),
         answer_policy=AnswerPolicy(
@@ -155,7 +181,7 @@ def build_snapshot(config: Config, gen: int) -> Snapshot:
         lists=tuple(infos),
         cname_inspection=bc.cname_inspection,
         domains=len(trie),
-        build_seconds=time.monotonic() - start,
+        build_seconds=lists.seconds + (time.monotonic() - start),
     )
 
 

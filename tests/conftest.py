@@ -4,6 +4,7 @@ What it decides: that no test sends a packet off loopback -- ``socket.socket.con
 ``connect_ex``, ``sendto`` and ``sendmsg`` are wrapped for the whole session in this process, and
 any attempt (even one swallowed inside a server thread) fails the test that made it.
 What it reads: ``CI`` (through ``require_tool``: a missing tool fails instead of skipping).
+It sets ``XDG_STATE_HOME`` to a private directory, so no test writes to the developer's home.
 What it must never do: touch subprocesses -- the patch lives in the pytest process only, so the
 server under test runs unmodified.
 
@@ -14,7 +15,9 @@ started.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,8 +34,14 @@ from tests.support.authserver import AuthServer  # noqa: E402
 __all__ = ["require_tool"]
 
 
+_STATE = tempfile.TemporaryDirectory(prefix="guardian-test-state-")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     guard.install()
+    # Servers and CLI runs started by tests save their domain tables here, never in ~/.local.
+    os.environ["XDG_STATE_HOME"] = _STATE.name
+    os.environ.pop("STATE_DIRECTORY", None)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -200,6 +200,9 @@ class GuardianProcess:
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
         )
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # The saved domain table goes to the test's directory, never the developer's ~/.local.
+        env.setdefault("XDG_STATE_HOME", str(self.tmp_dir / "state"))
+        env.pop("STATE_DIRECTORY", None)
 
         read_fd, write_fd = os.pipe()
         try:

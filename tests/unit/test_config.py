@@ -423,7 +423,7 @@ ONE_PROBLEM = [
         "cfg.yaml:2: server.lisen: unknown key (did you mean 'listen'? known: listen, "
         "allow_networks, acl_action, udp_max_size, tcp_idle_timeout, "
         "tcp_max_connections_per_client, tcp_max_connections, tcp_max_queries_in_flight, "
-        "rate_limit, rate_limit_exempt)",
+        "rate_limit, rate_limit_exempt, state_dir)",
         id="unknown-key-did-you-mean",
     ),
     pytest.param(
@@ -455,7 +455,7 @@ ONE_PROBLEM = [
     ),
     pytest.param(
         "blocking:\n  lists: [5]\n",
-        "cfg.yaml:2: blocking.lists[0]: expected a mapping {file, category, format} "
+        "cfg.yaml:2: blocking.lists[0]: expected a mapping {file, category, format, action} "
         "or a string '[CATEGORY=]FILE', got 5",
         id="list-entry-of-wrong-type",
     ),
@@ -488,7 +488,7 @@ LIST_PROBLEMS = [
     pytest.param(
         "    - {file: lists/a.txt, format: csv}\n",
         "cfg.yaml:6: blocking.lists[2].format: unknown value 'csv' "
-        "(allowed: auto, hosts, domains, adblock)",
+        "(allowed: auto, hosts, domains, wildcard, adblock, dnsmasq, rpz, unbound, regex)",
         id="unknown-list-format",
     ),
     pytest.param(
@@ -500,7 +500,7 @@ LIST_PROBLEMS = [
     pytest.param(
         "    - {file: lists/a.txt, formt: hosts}\n",
         "cfg.yaml:6: blocking.lists[2].formt: unknown key (did you mean 'format'? "
-        "known: file, category, format)",
+        "known: file, category, format, action, admin, allow_tld)",
         id="list-entry-did-you-mean",
     ),
     pytest.param(
@@ -1045,3 +1045,58 @@ def test_metrics_beyond_loopback_need_a_password(text: str, expected: str, tmp_p
 def test_metrics_and_tls_settings_that_are_fine(text: str, tmp_path: Path) -> None:
     cfg = load_config_text(text, source="cfg.yaml", base_dir=str(tmp_path))
     assert cfg.metrics.listen in ("127.0.0.1:9153", "[::1]:9153", "0.0.0.0:9153")
+
+
+# --- allowlists and admin lists ----------------------------------------------------------------
+
+
+def test_allowlists_default_to_every_category_and_carry_their_flags(tmp_path: Path) -> None:
+    make_lists(tmp_path, "allow.txt", "mine.txt", "games-ok.txt", "tld.txt")
+    cfg = load_config_text(
+        "blocking:\n"
+        "  lists:\n"
+        "    - {file: allow.txt, action: allow}\n"
+        "    - {file: mine.txt, category: custom, admin: true}\n"
+        "    - {file: games-ok.txt, action: allow, category: games, format: rpz}\n"
+        "    - {file: tld.txt, category: risky, allow_tld: true}\n",
+        source="cfg.yaml",
+        base_dir=str(tmp_path),
+    )
+    allow, mine, games, tld = cfg.blocking.lists
+    assert (allow.action, allow.category, allow.admin) == ("allow", "*", False)
+    assert (mine.action, mine.category, mine.admin) == ("block", "custom", True)
+    assert (games.action, games.category, games.format) == ("allow", "games", "rpz")
+    assert tld.allow_tld and not mine.allow_tld
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        pytest.param(
+            "{file: a.txt, category: '*'}",
+            "cfg.yaml:3: blocking.lists[0].category: '*' (every category) is for allowlists; "
+            "a blocklist names one category",
+            id="star-on-a-blocklist",
+        ),
+        pytest.param(
+            "{file: a.txt, action: permit}",
+            "cfg.yaml:3: blocking.lists[0].action: unknown value 'permit' (allowed: block, allow)",
+            id="bad-action",
+        ),
+        pytest.param(
+            "{file: a.txt, admin: 'yes'}",
+            "cfg.yaml:3: blocking.lists[0].admin: expected true or false, got 'yes'",
+            id="admin-not-a-bool",
+        ),
+        pytest.param(
+            "{file: a.txt, format: pihole}",
+            "cfg.yaml:3: blocking.lists[0].format: unknown value 'pihole' (allowed: auto, "
+            + ", ".join(config.lists_mod.FORMATS)
+            + ")",
+            id="bad-format",
+        ),
+    ],
+)
+def test_list_entry_field_problems(entry: str, expected: str, tmp_path: Path) -> None:
+    make_lists(tmp_path, "a.txt")
+    assert problems_of(f"blocking:\n  lists:\n    - {entry}\n", tmp_path) == [expected]

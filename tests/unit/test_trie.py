@@ -1,185 +1,226 @@
-"""The domain table: suffix matching, category bits, rule ids; a property test against a model."""
+"""The compiled domain table: exact lookups, merging of repeated names, the file and its checks."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guardian_dns.errors import ConfigError
-from guardian_dns.lists import parse_text
+from guardian_dns import trie
 from guardian_dns.trie import (
-    DomainTrie,
+    ALL_CATEGORIES,
+    NO_LIST,
     RuleRef,
-    TrieBuilder,
-    build_from_lists,
+    TableBuilder,
+    TableError,
+    from_bytes,
+    load,
     rule_id_for,
     rule_ref,
 )
 
 
-def _trie(*entries: tuple[str, str, int]) -> DomainTrie:
-    builder = TrieBuilder()
-    for domain, category, rule in entries:
-        builder.add(domain, builder.add_category(category), rule)
-    return builder.build()
+def _table(entries: dict[str, list[str]]) -> trie.DomainTable:
+    """One list per category, names in the order given."""
+    builder = TableBuilder()
+    for category, names in entries.items():
+        index = builder.add_list(f"{category}.txt", category)
+        builder.add(names, list(range(1, len(names) + 1)), index)
+    return from_bytes(builder.to_bytes())
 
 
-SAMPLE = _trie(
-    ("example.com", "adult", 1),
-    ("ads.example.com", "ads", 2),
-    ("x.y.ads.example.com", "adult", 3),
-    ("casino.example", "gambling", 4),
-    ("co.uk", "odd", 5),
-)
-ADULT, ADS, GAMBLING, ODD = 1, 2, 4, 8
+def test_find_is_exact_never_a_suffix_or_a_prefix() -> None:
+    table = _table({"adult": ["example.com", "x.y.example.org"]})
+    assert table.find(b"example.com") >= 0
+    assert table.find(b"x.y.example.org") >= 0
+    for name in (b"www.example.com", b"y.example.org", b"example.org", b"com", b"", b"xample.com"):
+        assert table.find(name) == -1, name
+    assert "example.com" in table
+    assert "www.example.com" not in table
+    assert len(table) == 2
+
+
+def test_repeated_names_merge_categories_and_keep_the_first_rule() -> None:
+    builder = TableBuilder()
+    adult = builder.add_list("adult.txt", "adult")
+    scam = builder.add_list("scam.txt", "scam")
+    allow = builder.add_list("allow.txt", None)
+    builder.add(["a.example", "b.example", "a.example"], [7, 8, 9], adult)
+    builder.add(["a.example"], [3], scam)
+    builder.add(["a.example"], [5], allow, allow=True)
+    table = from_bytes(builder.to_bytes())
+    assert len(table) == 2
+    entry = table.find(b"a.example")
+    combo = table.combo(entry)
+    assert combo.masks == (0b11, ALL_CATEGORIES, 0, 0)
+    assert combo.lists == (adult, allow, NO_LIST, NO_LIST)
+    assert table.line(entry) == 7  # the first rule, in list order
+    assert table.categories == ("adult", "scam")
+    assert table.mask_for(["scam", "nope"]) == 0b10
+
+
+def test_admin_lists_set_their_own_kinds_and_flag() -> None:
+    builder = TableBuilder()
+    mine = builder.add_list("custom.txt", "custom", admin=True)
+    builder.add(["blocked.example"], [1], mine)
+    builder.add(["allowed.example"], [2], mine, allow=True)
+    table = from_bytes(builder.to_bytes())
+    assert table.flags & trie.FLAG_ADMIN
+    assert table.combo(table.find(b"blocked.example")).masks == (0, 0, 1, 0)
+    assert table.combo(table.find(b"allowed.example")).masks == (0, 0, 0, 1)
+
+
+def test_single_label_names_set_the_tld_flag() -> None:
+    assert not _table({"a": ["example.com"]}).flags & trie.FLAG_TLD
+    assert _table({"a": ["zip"]}).flags & trie.FLAG_TLD
+
+
+def test_empty_table() -> None:
+    table = from_bytes(TableBuilder().to_bytes())
+    assert len(table) == 0
+    assert table.find(b"example.com") == -1
+    assert table.categories == ()
+
+
+def test_sixty_five_categories_are_refused() -> None:
+    builder = TableBuilder()
+    for i in range(64):
+        builder.add_list(f"{i}.txt", f"c{i}")
+    with pytest.raises(ValueError, match="more than 64 categories"):
+        builder.add_list("65.txt", "c64")
+
+
+def test_file_round_trip_and_metadata(tmp_path: Path) -> None:
+    builder = TableBuilder()
+    index = builder.add_list("adult.txt", "adult", format="hosts")
+    builder.add([f"n{i}.example" for i in range(5000)], list(range(1, 5001)), index)
+    path = tmp_path / "domains.table"
+    assert builder.write(path, {"fingerprint": "abc"}) == 5000
+    table = load(path)
+    assert table.meta["fingerprint"] == "abc"
+    assert table.meta["lists"][0]["format"] == "hosts"
+    assert all(table.find(f"n{i}.example".encode()) >= 0 for i in range(5000))
+    assert table.line(table.find(b"n4999.example")) == 5000
+    assert [p.name for p in tmp_path.iterdir()] == ["domains.table"]  # no temp file left
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    builder = TableBuilder()
+    index = builder.add_list("adult.txt", "adult")
+    builder.add([f"n{i}.example" for i in range(300)], list(range(300)), index)
+    path = tmp_path / "domains.table"
+    builder.write(path)
+    return path
+
+
+def test_a_flipped_byte_anywhere_is_a_checksum_error(saved: Path) -> None:
+    data = bytearray(saved.read_bytes())
+    for offset in (100, len(data) // 2, len(data) - 1):  # directory, entries, cold lines
+        broken = bytearray(data)
+        broken[offset] ^= 0x40
+        saved.write_bytes(broken)
+        with pytest.raises(TableError, match="checksum mismatch"):
+            load(saved)
 
 
 @pytest.mark.parametrize(
-    ("name", "expected"),
+    ("mangle", "message"),
     [
-        pytest.param("example.com", (ADULT, 1), id="listed-name-itself"),
-        pytest.param("www.example.com", (ADULT, 1), id="subdomain"),
-        pytest.param("a.b.c.example.com", (ADULT, 1), id="deep-subdomain"),
-        pytest.param("ads.example.com", (ADS, 2), id="more-specific-listed-name"),
-        pytest.param("tracker.ads.example.com", (ADS, 2), id="most-specific-suffix-wins"),
-        pytest.param("y.ads.example.com", (ADS, 2), id="between-two-listed-names"),
-        pytest.param("z.x.y.ads.example.com", (ADULT, 3), id="deepest-listed-suffix"),
-        pytest.param("badexample.com", None, id="no-match-inside-a-label"),
-        pytest.param("example.com.evil.net", None, id="listed-name-as-prefix"),
-        pytest.param("com", None, id="parent-of-listed"),
-        pytest.param("xample.com", None, id="shorter-label"),
-        pytest.param("bbc.co.uk", (ODD, 5), id="two-label-suffix"),
-        pytest.param("", None, id="root"),
-        pytest.param("casino.example", (GAMBLING, 4), id="other-category"),
+        pytest.param(lambda d: d[:-8], "truncated", id="truncated"),
+        pytest.param(lambda d: d + b"\0" * 8, "truncated or padded", id="padded"),
+        pytest.param(lambda d: b"PK\x03\x04" + d[4:], "not a Guardian DNS table", id="foreign"),
+        pytest.param(lambda d: d[:10], "too short", id="too-short"),
+        pytest.param(lambda d: b"", "too short", id="empty"),
+        pytest.param(
+            lambda d: d[:8] + (99).to_bytes(4, "little") + d[12:], "version 99", id="version"
+        ),
     ],
 )
-def test_lookup(name: str, expected: tuple[int, int] | None) -> None:
-    assert SAMPLE.lookup(name) == expected
-
-
-def test_categories_are_bits_in_first_use_order() -> None:
-    assert SAMPLE.categories == ("adult", "ads", "gambling", "odd")
-    assert len(SAMPLE) == 5
-
-
-def test_same_domain_in_two_categories_ors_bits_and_keeps_first_rule() -> None:
-    trie = _trie(("a.example", "adult", 7), ("a.example", "scam", 9), ("a.example", "adult", 11))
-    assert trie.lookup("www.a.example") == (0b11, 7)
-    assert len(trie) == 1
-
-
-def test_same_category_name_gets_the_same_bit() -> None:
-    builder = TrieBuilder()
-    assert [builder.add_category(n) for n in ("a", "b", "a", "c", "b")] == [0, 1, 0, 2, 1]
-
-
-def test_more_than_64_categories_is_refused() -> None:
-    builder = TrieBuilder()
-    for i in range(64):
-        assert builder.add_category(f"c{i}") == i
-    with pytest.raises(ValueError, match="more than 64"):
-        builder.add_category("c64")
-
-
-def test_bit_63_round_trips() -> None:
-    builder = TrieBuilder()
-    for i in range(64):
-        builder.add_category(f"c{i}")
-    builder.add("a.example", 63, 12345)
-    assert builder.build().lookup("a.example") == (1 << 63, 12345)
-
-
-@pytest.mark.parametrize(
-    ("names", "mask"),
-    [
-        pytest.param(["adult"], ADULT, id="one"),
-        pytest.param(["adult", "gambling"], ADULT | GAMBLING, id="two"),
-        pytest.param(["gambling", "nope"], GAMBLING, id="unknown-ignored"),
-        pytest.param([], 0, id="none"),
-        pytest.param(["odd", "ads", "adult", "gambling"], 15, id="all"),
-    ],
-)
-def test_mask_for(names: list[str], mask: int) -> None:
-    assert SAMPLE.mask_for(names) == mask
-
-
-def test_build_from_lists_points_rules_at_list_and_line() -> None:
-    adult = parse_text("# header\nporn.example\n\nsex.example\n", "adult.txt", "domains")
-    ads = parse_text("||ads.example^\n@@||ok.porn.example^\n||sex.example^\n", "ads.txt")
-    trie, rules, allows = build_from_lists([(adult, "adult"), (ads, "ads")])
-    assert trie.categories == ("adult", "ads")
-    assert rules == (RuleRef("adult.txt", 0, "adult"), RuleRef("ads.txt", 0, "ads"))
-    assert allows == frozenset({"ok.porn.example"})
-    mask, rule = trie.lookup("www.sex.example") or (0, -1)
-    assert mask == 0b11
-    assert rule_ref(rules, rule) == RuleRef("adult.txt", 4, "adult")  # first list wins
-    _, rule = trie.lookup("ads.example") or (0, -1)
-    assert rule_ref(rules, rule) == RuleRef("ads.txt", 1, "ads")
-    assert rule == rule_id_for(1, 1)
-
-
-@pytest.mark.parametrize(
-    "rule_id", [-1, -2, rule_id_for(5, 10)], ids=["none", "builtin", "no-list"]
-)
-def test_rule_ref_of_an_id_no_list_made_is_none(rule_id: int) -> None:
-    assert rule_ref((RuleRef("a", 0, "c"),), rule_id) is None
-
-
-def test_build_from_lists_with_no_lists() -> None:
-    trie, rules, allows = build_from_lists([])
-    assert (len(trie), trie.categories, rules, allows) == (0, (), (), frozenset())
-    assert trie.lookup("a.example") is None
-
-
-def test_too_many_categories_names_the_list() -> None:
-    parsed = [(parse_text("", f"list{i}.txt"), f"c{i}") for i in range(65)]
-    with pytest.raises(ConfigError, match=r"list64\.txt: category: more than 64 categories"):
-        build_from_lists(parsed)
-
-
-# --- property: the table agrees with a brute-force model --------------------------------------
-
-LABEL = st.text("abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=8)
-DOMAIN = st.lists(LABEL, min_size=1, max_size=4).map(".".join)
-
-
-def _model(listed: dict[str, int], name: str) -> int | None:
-    labels = name.split(".")
-    for i in range(len(labels)):
-        rule = listed.get(".".join(labels[i:]))
-        if rule is not None:
-            return rule
-    return None
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    domains=st.lists(DOMAIN, min_size=1, max_size=40),
-    prefixes=st.lists(st.lists(LABEL, min_size=0, max_size=3).map(".".join), min_size=1),
-    others=st.lists(DOMAIN, max_size=40),
-)
-def test_lookup_matches_the_suffix_model(
-    domains: list[str], prefixes: list[str], others: list[str]
+def test_damaged_files_are_rejected_with_the_reason(
+    saved: Path, mangle: object, message: str
 ) -> None:
-    builder = TrieBuilder()
-    bit = builder.add_category("c")
-    listed: dict[str, int] = {}
-    for rule, domain in enumerate(domains):
-        builder.add(domain, bit, rule)
-        listed.setdefault(domain, rule)
-    trie = builder.build()
-    assert len(trie) == len(listed)
-    for i, domain in enumerate(domains):
-        prefix = prefixes[i % len(prefixes)]
-        name = f"{prefix}.{domain}" if prefix else domain
-        hit = trie.lookup(name)
-        assert hit is not None  # every listed name and every subdomain of it is found
-        assert hit == (1, _model(listed, name))  # ...by its most specific listed suffix
-    for name in others:
-        expected = _model(listed, name)
-        hit = trie.lookup(name)
-        if expected is None:
-            assert hit is None  # no suffix listed: never found
-        else:
-            assert hit == (1, expected)
+    assert callable(mangle)
+    saved.write_bytes(mangle(saved.read_bytes()))
+    with pytest.raises(TableError, match=message) as info:
+        load(saved)
+    assert str(saved) in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(TableError, match="no such file"):
+        load(tmp_path / "nope.table")
+
+
+def test_a_rebuilt_file_replaces_the_old_while_the_old_mapping_keeps_working(saved: Path) -> None:
+    old = load(saved)
+    builder = TableBuilder()
+    index = builder.add_list("other.txt", "other")
+    builder.add(["other.example"], [1], index)
+    builder.write(saved)
+    new = load(saved)
+    assert old.find(b"n1.example") >= 0 and old.find(b"other.example") == -1
+    assert new.find(b"other.example") >= 0 and new.find(b"n1.example") == -1
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp_file(
+    saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = saved.read_bytes()
+    builder = TableBuilder()
+    builder.add_list("x.txt", "x")
+
+    def boom(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError, match="No space"):
+        builder.write(saved)
+    assert saved.read_bytes() == before
+    assert [p.name for p in saved.parent.iterdir()] == [saved.name]
+
+
+_label = st.text("abcz019-", min_size=1, max_size=6)
+_name = st.lists(_label, min_size=1, max_size=4).map(".".join)
+
+
+@settings(max_examples=60, deadline=None)
+@given(listed=st.sets(_name, max_size=60), probes=st.lists(_name, max_size=60))
+def test_find_agrees_with_a_set(listed: set[str], probes: list[str]) -> None:
+    table = _table({"c": sorted(listed)})
+    assert len(table) == len(listed)
+    for name in [*listed, *probes]:
+        assert (table.find(name.encode()) >= 0) == (name in listed), name
+
+
+def test_bucket_sizes() -> None:
+    assert trie._bucket_bits(0) == 0
+    assert trie._bucket_bits(3) == 0
+    assert trie._bucket_bits(4) == 1
+    assert trie._bucket_bits(2_000_000) == 19  # 2 to 4 names per bucket
+
+
+def test_entry_rule_ids_read_the_line_only_when_asked() -> None:
+    builder = TableBuilder()
+    first = builder.add_list("a.txt", "adult")
+    second = builder.add_list("b.txt", "scam")
+    builder.add(["x.example", "y.example"], [4, 9], first)
+    builder.add(["y.example"], [2], second)
+    table = from_bytes(builder.to_bytes())
+    rules = (RuleRef("a.txt", 0, "adult"), RuleRef("b.txt", 0, "scam"))
+    x, y = table.find(b"x.example"), table.find(b"y.example")
+    assert rule_ref(rules, trie.entry_rule_id(x, first), table) == RuleRef("a.txt", 4, "adult")
+    assert rule_ref(rules, trie.entry_rule_id(y, first), table) == RuleRef("a.txt", 9, "adult")
+    # The second list also lists y; the table keeps one line per name (the first list's).
+    assert rule_ref(rules, trie.entry_rule_id(y, second), table) == RuleRef("b.txt", 0, "scam")
+    assert rule_ref(rules, trie.entry_rule_id(x, first)) == RuleRef("a.txt", 0, "adult")
+
+
+def test_rule_ids_round_trip() -> None:
+    rules = (RuleRef("adult.txt", 0, "adult"), RuleRef("ads.txt", 0, "ads"))
+    assert rule_ref(rules, rule_id_for(1, 42)) == RuleRef("ads.txt", 42, "ads")
+    assert rule_ref(rules, -1) is None
+    assert rule_ref(rules, rule_id_for(7, 1)) is None
