@@ -34,6 +34,7 @@ class Entry:
         "ancount",
         "body",
         "category",
+        "chain",
         "expires",
         "gen",
         "kind",
@@ -78,6 +79,9 @@ class Entry:
         self.gen = gen  # snapshot generation the decision was made under
         self.opt = opt  # the OPT RR for EDNS clients (EDE included where it applies)
         self.rule = rule
+        # CNAME targets of a forwarded answer: what a new policy generation must re-check before
+        # it may keep serving this entry instead of asking upstream again.
+        self.chain: tuple[str, ...] = ()
         self.category = category
         self.memo_age = 0
         self.memo_body = body

@@ -36,7 +36,7 @@ from guardian_dns.cache import (
     Entry,
 )
 from guardian_dns.errors import UpstreamError
-from guardian_dns.filter import BLOCK, LOCAL_NODATA, LOCAL_NXDOMAIN
+from guardian_dns.filter import BLOCK, LOCAL_NODATA, LOCAL_NXDOMAIN, PASS
 from guardian_dns.querylog import QueryLog
 from guardian_dns.snapshot import Snapshot
 from guardian_dns.upstream import RETRY_RCODES, UpstreamPool
@@ -100,6 +100,15 @@ class Pipeline:
 
     def swap(self, snap: Snapshot, upstream: UpstreamPool) -> None:
         """Put a new snapshot in force. Cached decisions of older generations become misses."""
+        old = getattr(self, "snap", None)
+        # A forwarded answer cached under the old generation may be kept (after its name and
+        # CNAME chain pass the new filter) only if nothing else that shaped it changed.
+        self.revalidate = (
+            old is not None
+            and old.answer_policy == snap.answer_policy
+            and old.cname_inspection == snap.cname_inspection
+            and old.upstreams == snap.upstreams
+        )
         self.snap = snap
         self.gen = snap.gen
         self.upstream = upstream
@@ -187,6 +196,19 @@ class Pipeline:
             new = answer.local_entry(wire.NOERROR, q[6], now, self.gen, _LOCAL_TTL)
         elif qtype == wire.T_ANY:
             new = answer.any_entry(q[6], now, self.gen, _LOCAL_TTL)
+        elif (
+            entry is not None
+            and entry.kind <= KIND_NEGATIVE
+            and now < entry.expires
+            and self.revalidate
+            and self._chain_passes(entry.chain)
+        ):
+            # Cached under an older generation of the lists and still allowed under the new one:
+            # keep it rather than asking upstream again, so a reload does not flush the cache.
+            entry.gen = self.gen
+            self.counts[R_CACHED] += 1
+            self.qlog.append((now, client, data[12 : q[2]], R_CACHED, entry.rule))
+            return self._reply(data, q, entry, entry.body_at(now), entry.opt, out.udp)
         if new is not None:
             self.cache.put(q[7], new)
             reason = _MISS_REASON[new.kind]
@@ -224,6 +246,10 @@ class Pipeline:
         if flight.server is None:
             self._slow(flight)
         return None
+
+    def _chain_passes(self, chain: tuple[str, ...]) -> bool:
+        decide = self.snap.filter.decide
+        return all(decide(target)[0] == PASS for target in chain)
 
     def _blocked(self, mask: int, rule: int, qtype: int, do: bool, now: float) -> Entry:
         snap = self.snap
@@ -270,6 +296,7 @@ class Pipeline:
                 reply, q[3], do, ad_wanted, snap.answer_policy, now, flight.gen, flight.name
             )
             if snap.cname_inspection and len(chain) > 1:
+                entry.chain = tuple(chain[1:])
                 for target in chain[1:]:
                     verdict, rule, mask = snap.filter.decide(target)
                     if verdict == BLOCK:
