@@ -125,3 +125,22 @@ def test_queries_are_answered_while_a_reload_rebuilds_the_table(
         assert answered >= 5, "the reload finished too fast to show anything"
         assert _rcode(server, "added-by-reload.example") == dns.rcode.NXDOMAIN
         assert os.path.exists(tmp_path / "state" / "domains.table")
+
+
+def test_a_reload_keeps_cached_answers_that_still_pass_and_blocks_newly_listed_ones(
+    tmp_path: Path, auth_server: AuthServer
+) -> None:
+    config = _config(tmp_path, auth_server, tmp_path / "state")
+    with GuardianProcess(config) as server:
+        assert _rcode(server, "www.example.test") == dns.rcode.NOERROR
+        assert _rcode(server, "chain.example.test") == dns.rcode.NOERROR
+        assert auth_server.count("www.example.test", "A") == 1
+        lists = tmp_path / "adult.txt"
+        lists.write_text(lists.read_text() + "chain.example.test\n")
+        line = server.reload()
+        assert "reload complete" in line, server.stderr_text()
+        # Still allowed: answered from the cache kept across the reload, not asked again.
+        assert _rcode(server, "www.example.test") == dns.rcode.NOERROR
+        assert auth_server.count("www.example.test", "A") == 1
+        # Newly listed: the cached answer must not outlive the change.
+        assert _rcode(server, "chain.example.test") == dns.rcode.NXDOMAIN

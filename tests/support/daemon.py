@@ -300,7 +300,9 @@ class GuardianProcess:
         )
 
     def _reload_lines(self) -> list[str]:
-        return [line for line in self.stderr_text().splitlines() if "reload" in line.lower()]
+        """The server's own reload messages (not any line whose path mentions "reload")."""
+        marks = ("reload complete", "reload failed", "reload:")
+        return [line for line in self.stderr_text().splitlines() if any(m in line for m in marks)]
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM and wait; SIGKILL if still alive after ``timeout``. Returns the exit code."""
