@@ -4,8 +4,9 @@
 Prints figures; it is not a test. Inputs are the real lists in ``../shared/data/blocklists/``
 (every file, parsed by Guardian DNS's own parser with the format detected from the content): their
 union is about 1.09 million names. The 100k and 1M sets are seeded random samples of the union;
-the 2M set is the union plus synthetic names made from real ones (``<label>.<listed name>`` and
-``<label>-<second-level>``), because no public union of the lists here reaches 2 million.
+the 2M set is the union plus synthetic names made from real ones (``s<hex>-<listed name>``, a
+sibling of the real name: a new registrable domain for a two-label name), because no public
+union of the lists here reaches 2 million.
 
 Every measurement runs in a fresh child process so RSS figures are not polluted by the driver:
 
@@ -14,10 +15,11 @@ Every measurement runs in a fresh child process so RSS figures are not polluted 
 * load: ``trie.load`` time, and the RSS added once every hot page (directory, CRCs, checks,
   combo indexes) is resident -- the worst case, as after days of queries -- and after 200k
   decisions (whichever is larger), per name;
-* lookup: ``Filter.decide`` on 4-label names, hit (under a listed name) and miss, in µs;
+* lookup: ``Filter.decide`` on 4-label names, hit (under a listed name) and miss, in µs
+  (the full decision: walk, check, precedence, rule id; best of three passes of 100k names);
 * start-up: ``guardian-dns serve`` from exec to ready (``--ready-fd``) with the saved table;
 * ``--verify``: 2 million (or --verify-names) unlisted names looked up exactly: false positives
-  (must be 0) and how many got past the CRC stage to the BLAKE2b check.
+  (must be 0) and how many got past the CRC stage to the modulo-prime check.
 
 Usage: python3 bench/table_bench.py [--sizes 100k,1m,2m] [--verify] [--work DIR]
 """
@@ -109,7 +111,7 @@ def child_load(table_file: str, list_file: str, verify: int) -> None:
     load_s = time.perf_counter() - start
     after_load = rss_kib()
     # Fault in every hot page: what a server has resident after enough queries.
-    for view in (table.directory, table.crcs, table.checks, table.vals):
+    for view in (table.directory, table.crcs, table.checks, table.vals):  # vals: often empty
         step = max(1, 4096 // view.itemsize)
         for i in range(0, len(view), step):
             view[i]
@@ -118,12 +120,14 @@ def child_load(table_file: str, list_file: str, verify: int) -> None:
     decide = f.decide
     for n in hit_names[:2000]:
         decide(n)
-    start = time.perf_counter()
-    hits = sum(1 for n in hit_names if decide(n)[0] == BLOCK)
-    hit_us = (time.perf_counter() - start) / len(hit_names) * 1e6
-    start = time.perf_counter()
-    misses = sum(1 for n in miss_names if decide(n)[0] == PASS)
-    miss_us = (time.perf_counter() - start) / len(miss_names) * 1e6
+    hit_us = miss_us = float("inf")
+    for _ in range(3):  # best of three: the machine is shared and noisy
+        start = time.perf_counter()
+        hits = sum(1 for n in hit_names if decide(n)[0] == BLOCK)
+        hit_us = min(hit_us, (time.perf_counter() - start) / len(hit_names) * 1e6)
+        start = time.perf_counter()
+        misses = sum(1 for n in miss_names if decide(n)[0] == PASS)
+        miss_us = min(miss_us, (time.perf_counter() - start) / len(miss_names) * 1e6)
     after_lookups = rss_kib()
     result = {
         "names": len(table),
@@ -170,9 +174,10 @@ def _verify(table: object, list_file: str, count: int) -> dict[str, int]:
         b = name.encode()
         c = trie.name_crc(b)
         bucket = c >> shift
-        if any(crcs[i] == c for i in range(d[bucket], d[bucket + 1])):
+        if any(crcs[i] & trie.LOW24 == c & trie.LOW24 for i in range(d[bucket], d[bucket + 1])):
             crc_collisions += 1
-        if table.find(b) >= 0:
+        entry = table.find(b)
+        if entry >= 0 and any(table.combo_of(entry)[:4]):  # a rule, not a parent
             false_positive += 1
     return {
         "verified": checked,
@@ -218,11 +223,18 @@ def make_inputs(work: Path, sizes: list[str]) -> dict[str, Path]:
     for size in sizes:
         n = SIZES[size]
         chosen = names[:n]
+        seen = set(chosen)
         i = 0
         while len(chosen) < n:  # synthetic names beyond the real union (2m only)
             base = names[i % len(names)]
-            chosen.append(f"s{i // len(names)}{rng.randrange(1 << 20):x}.{base}")
             i += 1
+            # A sibling, not a child: "s1f3a-www.example.com" beside "www.example.com", as a
+            # new list entry usually is (children would make every real name a parent).
+            name = f"s{i // len(names)}{rng.randrange(1 << 20):x}-{base}"
+            if len(name.split(".", 1)[0]) > 63 or len(name) > 253 or name in seen:
+                continue  # the parser would skip it as invalid (label > 63) or a repeat
+            seen.add(name)
+            chosen.append(name)
         path = work / f"domains_{size}.txt"
         path.write_text("\n".join(chosen) + "\n")
         out[size] = path
@@ -331,7 +343,7 @@ def main() -> int:
             print(
                 f"  verify: {int(lo['verified']):,} unlisted names, "
                 f"{int(lo['false_positives'])} false positives, "
-                f"{int(lo['crc_collisions']):,} reached the BLAKE2b check"
+                f"{int(lo['crc_collisions']):,} reached the modulo-prime check"
             )
     print(f"\nwork files: {work}")
     return 0

@@ -23,11 +23,19 @@ Precedence (``docs/blocklists.md`` has examples; tests/unit/test_filter.py check
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 from zlib import crc32
 
-from guardian_dns.trie import FLAG_ADMIN, FLAG_TLD, LIST_BITS, RULE_ENTRY, DomainTable
+from guardian_dns.trie import (
+    COMBO_DEEPER,
+    ESCAPE,
+    FLAG_ADMIN,
+    FLAG_TLD,
+    LIST_BITS,
+    LOW24,
+    RULE_ENTRY,
+    DomainTable,
+)
 
 if TYPE_CHECKING:
     from guardian_dns.regexrules import RegexRules
@@ -59,8 +67,8 @@ class Filter:
         self.policy_mask = policy_mask
         self.bypass = BYPASS_NXDOMAIN if bypass_protection else frozenset()
         self.regex = regex
-        self._full_walk = bool(table.flags & FLAG_ADMIN)
         self._tld = bool(table.flags & FLAG_TLD)
+        self._admin = bool(table.flags & FLAG_ADMIN)
 
     def decide(self, name: str) -> tuple[int, int, int]:
         """(verdict, rule_id, category_mask) for a lower-case name without trailing dot.
@@ -75,70 +83,111 @@ class Filter:
         vals = table.vals
         combos = table.combos
         policy = self.policy_mask
-        full_walk = self._full_walk
-        tld = self._tld
-        # The table's probe (DomainTable.find) inlined: this loop runs for every name that is not
-        # in the answer cache, and a method call per label is a third of its cost.
+        # The table's probe (DomainTable.find) inlined: this runs for every name that is not in
+        # the answer cache, and a method call per label would be a third of its cost.
         directory = table.directory
         crcs = table.crcs
         checks = table.checks
         shift = table.shift
-        blake = hashlib.blake2b
+        prime = table.prime
         from_bytes = int.from_bytes
-        allowed = 0
-        found = -1  # entry of the most specific list block still in force
-        found_mask = 0
-        allow_entry = -1
         b = name.encode()
+        # Walk down from the registrable level ("example.com"): the table holds every parent of
+        # every listed name, so the first absent suffix ends the walk. A miss usually costs one
+        # probe, a listed name with nothing listed below it one probe too. A CRC match is taken
+        # on trust while walking (a collision only costs a probe); the name check (a modulo,
+        # see trie) is made once, below, for the entries whose rules are actually used.
+        matches: list[tuple[int, int, tuple[int, ...]]] = []  # (entry, suffix start, combo)
+        cut = b.rfind(b".")
+        if cut < 0:
+            cut = 0
+            if not self._tld:
+                return self._regex(name, policy)
+        elif self._tld:
+            entry = table.find(b[cut + 1 :])  # a whole TLD listed (allow_tld); not interior
+            if entry >= 0:
+                matches.append((entry, -1, table.combo_of(entry)))
         while True:
-            dot = b.find(b".")
-            if dot < 0 and not tld:
-                break  # a single label (a TLD) is only listed with allow_tld
-            c = crc32(b)
+            start = b.rfind(b".", 0, cut) + 1 if cut else 0
+            c = crc32(b[start:] if start else b)
             bucket = c >> shift
+            c &= LOW24  # stored words: top byte = combo index, low 24 bits = CRC
             i = directory[bucket]
             end = directory[bucket + 1]
             entry = -1
             while i < end:
-                k = crcs[i]
+                w = crcs[i]
+                k = w & LOW24
                 if k < c:
                     i += 1
                     continue
                 if k == c:
-                    check = from_bytes(blake(b, digest_size=4).digest(), "little")
-                    while i < end and crcs[i] == c:
-                        if checks[i] == check:
-                            entry = i
-                            break
-                        i += 1
+                    if i + 1 < end and crcs[i + 1] & LOW24 == c:  # two names share the CRC
+                        check = from_bytes(b[start:], "little") % prime
+                        while i < end and crcs[i] & LOW24 == c:
+                            if checks[i] == check:
+                                entry = i
+                                w = crcs[i]
+                                break
+                            i += 1
+                    else:
+                        entry = i
                 break
-            if entry >= 0:
-                co = combos[vals[entry]]
-                if co[2] & policy:  # admin block
-                    return BLOCK, self._rule(entry, co[6]), co[2] & policy
-                if co[3]:  # admin allow
-                    return PASS, self._rule(entry, co[7]), 0
-                if found < 0:
-                    if co[1]:
-                        allowed |= co[1]
-                        if allow_entry < 0:
-                            allow_entry = entry
-                    hit = co[0] & policy & ~allowed
-                    if hit:
-                        found, found_mask = entry, hit
-                        if not full_walk:
-                            break
-            if dot < 0:
+            if entry < 0:
                 break
-            b = b[dot + 1 :]
+            v = w >> 24
+            co = combos[v if v != ESCAPE else vals[entry]]
+            if co[0] or co[1] or co[2] or co[3]:
+                matches.append((entry, start, co))
+            if not start or not co[9] & COMBO_DEEPER:
+                break
+            cut = start - 1
+        if not matches:
+            return self._regex(name, policy)
+        if len(matches) == 1 and not self._admin:
+            # The common hit: one listed suffix, only list rules. Same verdict as the loop below.
+            entry, start, co = matches[0]
+            if start < 0 or checks[entry] == from_bytes(b[start:], "little") % prime:
+                hit = co[0] & policy & ~co[1]
+                if hit:
+                    return BLOCK, RULE_ENTRY | (entry << LIST_BITS) | co[4], hit
+                if co[1]:
+                    return PASS, RULE_ENTRY | (entry << LIST_BITS) | co[5], 0
+            return self._regex(name, policy)
+        # Decide from the most specific match up (the precedence in the module docstring).
+        allowed = 0
+        found = -1  # entry of the most specific list block still in force
+        found_mask = 0
+        allow_entry = -1
+        found_list = allow_list = 0
+        for entry, start, co in reversed(matches):
+            if start >= 0 and checks[entry] != from_bytes(b[start:], "little") % prime:
+                continue  # only the CRC matched: not this name
+            if co[2] & policy:  # admin block
+                return BLOCK, self._rule(entry, co[6]), co[2] & policy
+            if co[3]:  # admin allow
+                return PASS, self._rule(entry, co[7]), 0
+            if found < 0:
+                if co[1]:
+                    allowed |= co[1]
+                    if allow_entry < 0:
+                        allow_entry, allow_list = entry, co[5]
+                hit = co[0] & policy & ~allowed
+                if hit:
+                    found, found_mask, found_list = entry, hit, co[4]
+                    if not self._admin:
+                        break  # only an admin rule further up could still change the verdict
         if found >= 0:
-            return BLOCK, self._rule(found, combos[vals[found]][4]), found_mask
+            return BLOCK, self._rule(found, found_list), found_mask
         if allow_entry >= 0:
-            return PASS, self._rule(allow_entry, combos[vals[allow_entry]][5]), 0
+            return PASS, self._rule(allow_entry, allow_list), 0
+        return self._regex(name, policy)
+
+    def _regex(self, name: str, policy: int) -> tuple[int, int, int]:
         if self.regex is not None:
-            hit_regex = self.regex.match(name)
-            if hit_regex is not None and hit_regex[0] & policy:
-                return BLOCK, hit_regex[1], hit_regex[0] & policy
+            hit = self.regex.match(name)
+            if hit is not None and hit[0] & policy:
+                return BLOCK, hit[1], hit[0] & policy
         return PASS, -1, 0
 
     @staticmethod

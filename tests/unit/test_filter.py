@@ -6,6 +6,8 @@ Each precedence rule of ``guardian_dns/filter.py``'s docstring has a test here, 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guardian_dns.filter import BLOCK, LOCAL_NODATA, LOCAL_NXDOMAIN, PASS, RULE_BUILTIN, Filter
 from guardian_dns.trie import ALL_CATEGORIES, RuleRef, TableBuilder, from_bytes, rule_ref
@@ -181,3 +183,80 @@ def test_single_label_names_block_only_when_listed() -> None:
     assert _verdict(f, "evil.zip") == BLOCK
     assert _verdict(f, "zip") == BLOCK
     assert _verdict(f, "example.com") == PASS
+
+
+# --- the walk against a model ---------------------------------------------------------------------
+
+_label = st.sampled_from(["a", "b", "c", "ab", "x-1"])
+_name = st.lists(_label, min_size=1, max_size=4).map(".".join)
+# (category index or None, admin, allow) of one list
+_LISTS = [
+    ("adult", False, False),
+    ("games", False, False),
+    (None, False, True),
+    ("games", False, True),
+    ("custom", True, False),
+    (None, True, True),
+]
+
+
+def _model(rules: dict[str, list[int]], name: str, policy: int, cats: dict[str, int]) -> int:
+    """The precedence of the module docstring, written the slow, obvious way."""
+    labels = name.split(".")
+    suffixes = [".".join(labels[i:]) for i in range(len(labels))]  # most specific first
+    for s in suffixes:  # rule 1: the most specific admin rule, block before allow
+        kinds = [_LISTS[i] for i in rules.get(s, [])]
+        if any(admin and not allow and cats[c or ""] & policy for c, admin, allow in kinds):
+            return BLOCK
+        if any(admin and allow for _, admin, allow in kinds):
+            return PASS
+    allowed = 0
+    for s in suffixes:  # rules 2-3
+        kinds = [_LISTS[i] for i in rules.get(s, []) if not _LISTS[i][1]]
+        for c, _, allow in kinds:
+            if allow:
+                allowed |= cats[c] if c else -1
+        block = 0
+        for c, _, allow in kinds:
+            if not allow:
+                block |= cats[c or ""]
+        if block & policy & ~allowed:
+            return BLOCK
+    return PASS
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    entries=st.lists(st.tuples(_name, st.integers(0, len(_LISTS) - 1)), max_size=25),
+    probes=st.lists(_name, min_size=1, max_size=25),
+    policy_names=st.sets(st.sampled_from(["adult", "games", "custom"])),
+)
+def test_decide_agrees_with_the_model(
+    entries: list[tuple[str, int]], probes: list[str], policy_names: set[str]
+) -> None:
+    builder = TableBuilder()
+    indexes = [builder.add_list(f"{i}.txt", c, admin=a) for i, (c, a, _) in enumerate(_LISTS)]
+    rules: dict[str, list[int]] = {}
+    for name, li in entries:
+        builder.add([name], [1], indexes[li], allow=_LISTS[li][2])
+        rules.setdefault(name, []).append(li)
+    table = from_bytes(builder.to_bytes())
+    cats = {c: 1 << bit for bit, c in enumerate(table.categories)}
+    policy = 0
+    for c in policy_names:
+        policy |= cats.get(c, 0)
+    f = Filter(table, policy, bypass_protection=False)
+    for name in [*probes, *(n for n, _ in entries), *("z." + n for n, _ in entries)]:
+        assert f.decide(name)[0] == _model(rules, name, policy, cats), name
+
+
+def test_decisions_are_the_same_past_255_combos() -> None:
+    lists: list[ListDef] = [
+        (f"{i}.txt", "adult", False, False, [f"n{i}.example"]) for i in range(300)
+    ]
+    lists.append(("allow.txt", None, False, True, ["ok.n299.example"]))
+    f = _filter(*lists)
+    assert all(_verdict(f, f"www.n{i}.example") == BLOCK for i in range(300))
+    assert _verdict(f, "ok.n299.example") == PASS
+    _, rule, _ = f.decide("x.n280.example")
+    assert _why(f, rule) == (280, 1)

@@ -36,11 +36,25 @@ def test_find_is_exact_never_a_suffix_or_a_prefix() -> None:
     table = _table({"adult": ["example.com", "x.y.example.org"]})
     assert table.find(b"example.com") >= 0
     assert table.find(b"x.y.example.org") >= 0
-    for name in (b"www.example.com", b"y.example.org", b"example.org", b"com", b"", b"xample.com"):
+    for name in (b"www.example.com", b"com", b"org", b"", b"xample.com", b"z.example.org"):
         assert table.find(name) == -1, name
     assert "example.com" in table
     assert "www.example.com" not in table
     assert len(table) == 2
+
+
+def test_parents_of_listed_names_are_interior_entries_without_rules() -> None:
+    """What lets a lookup stop at the first absent suffix: every parent is in the table."""
+    table = _table({"adult": ["x.y.example.org", "example.net"]})
+    for parent in ("y.example.org", "example.org"):
+        entry = table.find(parent.encode())
+        assert entry >= 0
+        assert parent not in table  # no rule of its own
+        assert table.combo(entry).masks == (0, 0, 0, 0)
+        assert table.combo_of(entry)[9] & trie.COMBO_DEEPER
+    assert not table.combo_of(table.find(b"x.y.example.org"))[9]
+    assert not table.combo_of(table.find(b"example.net"))[9]
+    assert len(table) == 2 and table.size == 4
 
 
 def test_repeated_names_merge_categories_and_keep_the_first_rule() -> None:
@@ -192,8 +206,14 @@ _name = st.lists(_label, min_size=1, max_size=4).map(".".join)
 def test_find_agrees_with_a_set(listed: set[str], probes: list[str]) -> None:
     table = _table({"c": sorted(listed)})
     assert len(table) == len(listed)
+    parents = {
+        ".".join(labels[i:])
+        for labels in (n.split(".") for n in listed)
+        for i in range(1, len(labels) - 1)
+    }
     for name in [*listed, *probes]:
-        assert (table.find(name.encode()) >= 0) == (name in listed), name
+        assert (name in table) == (name in listed), name
+        assert (table.find(name.encode()) >= 0) == (name in listed or name in parents), name
 
 
 def test_bucket_sizes() -> None:
@@ -224,3 +244,20 @@ def test_rule_ids_round_trip() -> None:
     assert rule_ref(rules, rule_id_for(1, 42)) == RuleRef("ads.txt", 42, "ads")
     assert rule_ref(rules, -1) is None
     assert rule_ref(rules, rule_id_for(7, 1)) is None
+
+
+def test_more_than_255_combos_use_the_vals_section() -> None:
+    """Combo indexes past 254 cannot sit in the CRC word's top byte: they escape to ``vals``."""
+    builder = TableBuilder()
+    for i in range(300):
+        index = builder.add_list(f"{i}.txt", "adult")
+        builder.add([f"n{i}.example"], [i + 1], index)
+    table = from_bytes(builder.to_bytes())
+    assert not table.flags & trie.FLAG_PACKED
+    assert len(table.vals) == table.size
+    for i in range(300):
+        entry = table.find(f"n{i}.example".encode())
+        assert table.combo(entry).lists[0] == i
+        assert table.line(entry) == i + 1
+    small = _table({"adult": ["a.example"]})
+    assert small.flags & trie.FLAG_PACKED and len(small.vals) == 0
