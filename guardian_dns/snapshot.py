@@ -113,7 +113,8 @@ def build_snapshot(config: Config, gen: int, lists: compile_mod.Result | None = 
                 report.source,
                 report.invalid - min(report.invalid, MAX_WARNINGS_LOGGED),
             )
-        entries = report.allowed if report.action == "allow" else report.blocked
+        # An allowlist's entries all allow, whatever its syntax calls them.
+        entries = report.blocked + report.allowed if report.action == "allow" else report.blocked
         infos.append(
             ListInfo(
                 report.source,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import dns.message
@@ -144,3 +145,36 @@ def test_a_reload_keeps_cached_answers_that_still_pass_and_blocks_newly_listed_o
         assert auth_server.count("www.example.test", "A") == 1
         # Newly listed: the cached answer must not outlive the change.
         assert _rcode(server, "chain.example.test") == dns.rcode.NXDOMAIN
+
+
+def test_invalid_lines_are_counted_per_list_in_the_metrics(
+    tmp_path: Path, auth_server: AuthServer
+) -> None:
+    lists = tmp_path / "adult.txt"
+    lists.write_text(
+        f"{BLOCKED}\n"
+        "192.0.2.1\n"  # an IP address
+        "com\n" + "a" * 64 + ".example\n"  # a bare TLD  # a label over 63 octets
+        "fine.example\n"
+    )
+    allow = tmp_path / "allow.txt"
+    allow.write_text("ok.example\n")
+    config = write_config(
+        tmp_path,
+        auth_server.port,
+        extra_yaml=(
+            f"server:\n  state_dir: {tmp_path / 'state'}\n"
+            "blocking:\n  lists:\n"
+            f"    - {{file: {lists}, category: adult}}\n"
+            f"    - {{file: {allow}, action: allow}}\n"
+        ),
+    )
+    with GuardianProcess(config) as server:
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        body = urllib.request.urlopen(url, timeout=5).read().decode()
+    assert (
+        'guardian_dns_list_invalid_lines{action="block",category="adult",list="adult.txt"} 3.0'
+        in body
+    ), body
+    assert 'guardian_dns_list_domains{action="block",category="adult",list="adult.txt"} 2.0' in body
+    assert 'guardian_dns_list_domains{action="allow",category="*",list="allow.txt"} 1.0' in body
