@@ -17,5 +17,7 @@ PY=${GUARDIAN_PYTHON:-$ROOT/.venv/bin/python}
 "$PY" -c 'import guardian_dns' 2>/dev/null || { echo "guardian_dns is not importable by $PY (pip install -e .)" >&2; exit 2; }
 [ -f "${GD_BENCH_WORK:-${GD_BENCH_HOME:-$HOME/.cache/guardian-bench}/work}/meta.json" ] || "$SHARED/bench/setup.sh"
 
-GUARDIAN="guardian=$PY -m guardian_dns serve --config $HERE/bench.yaml --listen 127.0.0.1:{port} --upstream udp://{upstream} --blocklist bench={list}"
+# STATE_DIRECTORY per size: the first repetition builds and saves the domain table (cold start),
+# later ones load it (a restart), so results.jsonl has both "ready" times.
+GUARDIAN="guardian=env STATE_DIRECTORY={workdir}/state $PY -m guardian_dns serve --config $HERE/bench.yaml --listen 127.0.0.1:{port} --upstream udp://{upstream} --blocklist bench={list}"
 exec "$SHARED/bench/run.sh" --target unbound --target dnsdist --target dnsmasq-address --target "$GUARDIAN" "$@"

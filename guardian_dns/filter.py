@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 from zlib import crc32
 
 from guardian_dns.trie import (
-    COMBO_DEEPER,
     ESCAPE,
     FLAG_ADMIN,
     FLAG_TLD,
@@ -97,7 +96,8 @@ class Filter:
         # probe, a listed name with nothing listed below it one probe too. A CRC match is taken
         # on trust while walking (a collision only costs a probe); the name check (a modulo,
         # see trie) is made once, below, for the entries whose rules are actually used.
-        matches: list[tuple[int, int, tuple[int, ...]]] = []  # (entry, suffix start, combo)
+        first: tuple[int, bytes | None, tuple[int, ...]] | None = None  # (entry, suffix, combo)
+        matches: list[tuple[int, bytes | None, tuple[int, ...]]] | None = None  # from a second
         cut = b.rfind(b".")
         if cut < 0:
             cut = 0
@@ -106,10 +106,11 @@ class Filter:
         elif self._tld:
             entry = table.find(b[cut + 1 :])  # a whole TLD listed (allow_tld); not interior
             if entry >= 0:
-                matches.append((entry, -1, table.combo_of(entry)))
+                first = (entry, None, table.combo_of(entry))
         while True:
             start = b.rfind(b".", 0, cut) + 1 if cut else 0
-            c = crc32(b[start:] if start else b)
+            suffix = b[start:] if start else b
+            c = crc32(suffix)
             bucket = c >> shift
             c &= LOW24  # stored words: top byte = combo index, low 24 bits = CRC
             i = directory[bucket]
@@ -123,7 +124,7 @@ class Filter:
                     continue
                 if k == c:
                     if i + 1 < end and crcs[i + 1] & LOW24 == c:  # two names share the CRC
-                        check = from_bytes(b[start:], "little") % prime
+                        check = from_bytes(suffix, "little") % prime
                         while i < end and crcs[i] & LOW24 == c:
                             if checks[i] == check:
                                 entry = i
@@ -137,17 +138,25 @@ class Filter:
                 break
             v = w >> 24
             co = combos[v if v != ESCAPE else vals[entry]]
-            if co[0] or co[1] or co[2] or co[3]:
-                matches.append((entry, start, co))
-            if not start or not co[9] & COMBO_DEEPER:
+            if co[10]:  # the name has rules (not only a parent of listed names)
+                if first is None:
+                    first = (entry, suffix, co)
+                else:
+                    if matches is None:
+                        matches = [first]
+                    matches.append((entry, suffix, co))
+            if not start or not co[9]:
                 break
             cut = start - 1
-        if not matches:
+        if first is None:
             return self._regex(name, policy)
-        if len(matches) == 1 and not self._admin:
+        if matches is None and not self._admin:
             # The common hit: one listed suffix, only list rules. Same verdict as the loop below.
-            entry, start, co = matches[0]
-            if start < 0 or checks[entry] == from_bytes(b[start:], "little") % prime:
+            entry, suffix_or_none, co = first
+            if (
+                suffix_or_none is None
+                or checks[entry] == from_bytes(suffix_or_none, "little") % prime
+            ):
                 hit = co[0] & policy & ~co[1]
                 if hit:
                     return BLOCK, RULE_ENTRY | (entry << LIST_BITS) | co[4], hit
@@ -160,8 +169,11 @@ class Filter:
         found_mask = 0
         allow_entry = -1
         found_list = allow_list = 0
-        for entry, start, co in reversed(matches):
-            if start >= 0 and checks[entry] != from_bytes(b[start:], "little") % prime:
+        for entry, suffix_or_none, co in reversed(matches or [first]):
+            if (
+                suffix_or_none is not None
+                and checks[entry] != from_bytes(suffix_or_none, "little") % prime
+            ):
                 continue  # only the CRC matched: not this name
             if co[2] & policy:  # admin block
                 return BLOCK, self._rule(entry, co[6]), co[2] & policy

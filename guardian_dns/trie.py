@@ -218,8 +218,10 @@ class DomainTable:
         for i in range(n_combos):
             fields = _COMBO.unpack_from(data, off + i * _COMBO.size)
             # Fields 0-7 as stored; 8: the first list of any kind (the one whose line ``lines``
-            # keeps); 9: the flags (COMBO_DEEPER).
-            combos.append((*fields[:8], min(fields[4:8]), fields[8]))
+            # keeps); 9: COMBO_DEEPER or 0; 10: whether the name has any rule (1) or is only a
+            # parent of listed names (0). Precomputed: the walk reads 9 and 10 at every level.
+            has_rules = 1 if fields[0] or fields[1] or fields[2] or fields[3] else 0
+            combos.append((*fields[:8], min(fields[4:8]), fields[8] & COMBO_DEEPER, has_rules))
         # Plain tuples: the decision reads four masks with one index, no attribute lookups.
         self.combos: tuple[tuple[int, ...], ...] = tuple(combos)
         off = _align(off + n_combos * _COMBO.size)
