@@ -31,6 +31,9 @@ _OPT_NO_DO = wire.opt_record(False)
 _FIXED = struct.Struct("!HHIH")
 
 
+_FOREVER = float("inf")  # an entry valid until its generation is replaced
+
+
 @dataclass(frozen=True)
 class AnswerPolicy:
     """The knobs answer building needs, taken from the config once per snapshot."""
@@ -304,7 +307,11 @@ class BlockTemplates:
         if qtype != wire.T_A and qtype != wire.T_AAAA:
             qtype = 0
         body, ancount, rcode, opt = self._parts[category, qtype, do]
-        expires = now + self.style.ttl
+        # Valid for as long as this generation of the lists and policy: the cache keys entries
+        # by generation, so a reload or list change re-decides. The TTL the client sees is the
+        # block TTL in the body, which never counts down. Expiring after the block TTL instead
+        # made every blocked name a miss again every few seconds.
+        expires = _FOREVER
         return Entry(
             body=body,
             ancount=ancount,

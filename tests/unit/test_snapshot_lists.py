@@ -73,3 +73,13 @@ def test_a_bad_regex_is_a_counted_warning_not_a_failure(tmp_path: Path) -> None:
     )
     assert snap.filter.decide("ok1.example")[0] == BLOCK
     assert snap.lists[0].warnings == 1
+
+
+def test_a_blocked_answer_stays_cached_for_its_generation_with_a_constant_ttl(
+    tmp_path: Path,
+) -> None:
+    """Re-deciding a blocked name every block TTL (5 s) made most blocked queries misses."""
+    snap = _snapshot(tmp_path, {"adult.txt": "adult.example\n"}, "    - adult=adult.txt\n")
+    entry = snap.blocks.entry(0, 1, False, 100.0, snap.gen, -1)
+    assert entry.expires == float("inf")
+    assert entry.body_at(100.0) == entry.body_at(100.0 + 3600)  # the client's TTL never ages
