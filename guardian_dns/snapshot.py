@@ -105,14 +105,24 @@ def build_snapshot(config: Config, gen: int, lists: compile_mod.Result | None = 
     infos = []
     rules = []
     for report in lists.reports:
-        for w in report.warnings[:MAX_WARNINGS_LOGGED]:
-            log.warning("skipped bad line: %s", w)
-        if report.invalid > MAX_WARNINGS_LOGGED:
-            log.warning(
-                "%s: %d more bad lines skipped",
-                report.source,
-                report.invalid - min(report.invalid, MAX_WARNINGS_LOGGED),
-            )
+        if not lists.built:
+            # Shown when the table was built from these very files; a restart that reuses it
+            # says so once instead of repeating every bad line on every start.
+            if report.invalid:
+                log.info(
+                    "%s: %d bad lines skipped (guardian-dns check-config lists them)",
+                    report.source,
+                    report.invalid,
+                )
+        else:
+            for w in report.warnings[:MAX_WARNINGS_LOGGED]:
+                log.warning("skipped bad line: %s", w)
+            if report.invalid > MAX_WARNINGS_LOGGED:
+                log.warning(
+                    "%s: %d more bad lines skipped",
+                    report.source,
+                    report.invalid - min(report.invalid, MAX_WARNINGS_LOGGED),
+                )
         # An allowlist's entries all allow, whatever its syntax calls them.
         entries = report.blocked + report.allowed if report.action == "allow" else report.blocked
         infos.append(

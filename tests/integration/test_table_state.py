@@ -178,3 +178,19 @@ def test_invalid_lines_are_counted_per_list_in_the_metrics(
     ), body
     assert 'guardian_dns_list_domains{action="block",category="adult",list="adult.txt"} 2.0' in body
     assert 'guardian_dns_list_domains{action="allow",category="*",list="allow.txt"} 1.0' in body
+
+
+def test_bad_lines_are_logged_when_built_and_summed_up_on_a_restart(
+    tmp_path: Path, auth_server: AuthServer
+) -> None:
+    (tmp_path / "adult.txt").write_text(f"{BLOCKED}\n192.0.2.7\n")
+    config = _config(tmp_path, auth_server, tmp_path / "state")
+    with GuardianProcess(config) as first:
+        assert _rcode(first, BLOCKED) == dns.rcode.NXDOMAIN
+        log = first.stderr_text()
+    assert "skipped bad line:" in log and "adult.txt:2" in log
+    with GuardianProcess(config) as second:
+        assert _rcode(second, BLOCKED) == dns.rcode.NXDOMAIN
+        log = second.stderr_text()
+    assert "skipped bad line:" not in log
+    assert "adult.txt: 1 bad lines skipped (guardian-dns check-config lists them)" in log
