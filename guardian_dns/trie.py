@@ -139,7 +139,8 @@ def _is_prime(n: int) -> bool:
 
 
 def name_check(name: bytes, prime: int) -> int:
-    """The 32-bit BLAKE2b check of a name: what tells two names with the same CRC apart."""
+    """The check of a name (the name as an integer, modulo the table's prime): what tells two
+    names with the same CRC apart, with the bound proven in the module docstring."""
     return int.from_bytes(name, "little") % prime
 
 
