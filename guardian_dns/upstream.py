@@ -490,6 +490,8 @@ class UpstreamPool:
                 del pending[qid]
                 self._release(us)
                 waiter.fail(exc)
+                if not pending:
+                    return
                 continue
             if reply.question != question:
                 self.stats.mismatched += 1
@@ -497,6 +499,12 @@ class UpstreamPool:
             del pending[qid]
             self._release(us)
             waiter.deliver(reply)
+            if not pending:
+                # Nothing else is expected on this socket: another recv would almost always be
+                # EAGAIN (a syscall and an exception per forwarded query). A late datagram makes
+                # the socket readable again and is read then. It also never touches a socket
+                # that _release has just closed.
+                return
 
     async def close(self) -> None:
         loop = self.loop
