@@ -20,7 +20,6 @@ Usage: python3 bench/rebuild_under_load.py [--qps 5000] [--seconds 20] [--size 2
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import re
 import shutil
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from table_bench import DATA, make_inputs  # noqa: E402
+from table_bench import DATA, make_inputs, serve_until_ready  # noqa: E402
 
 from tests.support.authserver import AuthServer  # noqa: E402
 
@@ -123,28 +122,8 @@ def main() -> int:
         )
         log_path = work / "server.log"
         log = open(log_path, "w")  # noqa: SIM115 - the server writes it until the end
-        r, w = os.pipe()
-        start = time.perf_counter()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "guardian_dns",
-                "serve",
-                "--config",
-                str(config),
-                "--ready-fd",
-                str(w),
-            ],
-            pass_fds=(w,),
-            cwd=ROOT,
-            stderr=log,
-            stdout=log,
-        )
-        os.close(w)
-        with os.fdopen(r) as ready:
-            ready.readline()
-        print(f"{a.size} list, first start (build + save): {time.perf_counter() - start:.1f} s")
+        server, seconds = serve_until_ready(config, stderr=log, stdout=log)
+        print(f"{a.size} list, first start (build + save): {seconds:.1f} s")
         try:
             subprocess.run(
                 ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(warm), "-n", "1"],

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -262,35 +263,48 @@ def startup(list_file: Path, state: Path) -> float:
     )
     times = []
     for _ in range(2):  # the first run builds and saves; the second is the restart we measure
-        r, w = os.pipe()
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "guardian_dns",
-                "serve",
-                "--config",
-                str(config),
-                "--listen",
-                "127.0.0.1:0",
-                "--ready-fd",
-                str(w),
-                "--log-level",
-                "warning",
-            ],
-            pass_fds=(w,),
-            cwd=ROOT,
+        proc, seconds = serve_until_ready(
+            config, "--listen", "127.0.0.1:0", "--log-level", "warning"
         )
-        os.close(w)
-        with os.fdopen(r) as ready:
-            line = ready.readline()
-        times.append(time.perf_counter() - start)
-        if not line:
-            raise SystemExit(f"guardian-dns did not start with {config}")
+        times.append(seconds)
         proc.terminate()
         proc.wait(10)
     return times[1]
+
+
+def serve_until_ready(
+    config: Path, *args: str, **popen: Any
+) -> tuple[subprocess.Popen[bytes], float]:
+    """Start ``guardian-dns serve --config CONFIG ARGS`` and wait for its --ready-fd line.
+
+    Returns the process and the seconds from exec to ready; exits if it never became ready.
+    """
+    r, w = os.pipe()
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "guardian_dns",
+            "serve",
+            "--config",
+            str(config),
+            *args,
+            "--ready-fd",
+            str(w),
+        ],
+        pass_fds=(w,),
+        cwd=ROOT,
+        **popen,
+    )
+    os.close(w)
+    with os.fdopen(r) as ready:
+        line = ready.readline()
+    seconds = time.perf_counter() - start
+    if not line:
+        proc.wait(10)
+        raise SystemExit(f"guardian-dns did not start with {config}")
+    return proc, seconds
 
 
 def main() -> int:

@@ -34,6 +34,7 @@ from guardian_dns.trie import (
     LOW24,
     RULE_ENTRY,
     DomainTable,
+    entry_rule_id,
 )
 
 if TYPE_CHECKING:
@@ -151,7 +152,8 @@ class Filter:
         if first is None:
             return self._regex(name, policy)
         if matches is None and not self._admin:
-            # The common hit: one listed suffix, only list rules. Same verdict as the loop below.
+            # The common hit: one listed suffix, only list rules. Same verdict as the loop below;
+            # the rule ids are trie.entry_rule_id, inlined.
             entry, suffix_or_none, co = first
             if (
                 suffix_or_none is None
@@ -176,9 +178,9 @@ class Filter:
             ):
                 continue  # only the CRC matched: not this name
             if co[2] & policy:  # admin block
-                return BLOCK, self._rule(entry, co[6]), co[2] & policy
+                return BLOCK, entry_rule_id(entry, co[6]), co[2] & policy
             if co[3]:  # admin allow
-                return PASS, self._rule(entry, co[7]), 0
+                return PASS, entry_rule_id(entry, co[7]), 0
             if found < 0:
                 if co[1]:
                     allowed |= co[1]
@@ -190,9 +192,9 @@ class Filter:
                     if not self._admin:
                         break  # only an admin rule further up could still change the verdict
         if found >= 0:
-            return BLOCK, self._rule(found, found_list), found_mask
+            return BLOCK, entry_rule_id(found, found_list), found_mask
         if allow_entry >= 0:
-            return PASS, self._rule(allow_entry, allow_list), 0
+            return PASS, entry_rule_id(allow_entry, allow_list), 0
         return self._regex(name, policy)
 
     def _regex(self, name: str, policy: int) -> tuple[int, int, int]:
@@ -201,11 +203,6 @@ class Filter:
             if hit is not None and hit[0] & policy:
                 return BLOCK, hit[1], hit[0] & policy
         return PASS, -1, 0
-
-    @staticmethod
-    def _rule(entry: int, list_index: int) -> int:
-        """The rule id of an entry; ``trie.rule_ref`` turns it into list and line for "why"."""
-        return RULE_ENTRY | (entry << LIST_BITS) | list_index
 
     def category_index(self, mask: int) -> int:
         """The lowest category bit of a mask: the category a block is counted and shown under."""

@@ -90,7 +90,6 @@ ALLOW: Final = 1
 ADMIN_BLOCK: Final = 2
 ADMIN_ALLOW: Final = 3
 INTERIOR: Final = 4  # not a rule: a parent of a listed name, so the walk must go deeper
-KINDS: Final = ("block", "allow", "admin-block", "admin-allow")
 COMBO_DEEPER: Final = 1  # combo flag: some listed name lies below this one
 
 if sys.byteorder != "little":  # pragma: no cover - every board we target is little-endian
@@ -259,7 +258,7 @@ class DomainTable:
                 continue
             if k > c:
                 return -1
-            check = int.from_bytes(name, "little") % self.prime
+            check = name_check(name, self.prime)
             checks = self.checks
             while i < end and crcs[i] & LOW24 == c:
                 if checks[i] == check:
@@ -460,10 +459,6 @@ class TableBuilder:
                 tags(interior_tag)
                 out_lines(0)
                 dot += nxt + 1
-
-    @property
-    def rules(self) -> int:
-        return len(self.crcs)
 
     def write(self, path: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> int:
         """Write the table atomically (temp file, fsync, rename); returns the number of names."""
