@@ -272,15 +272,39 @@ class BlockStyle:
 
 class BlockTemplates:
     """Blocked answers built once per snapshot: body, counts and OPT for every category, for
-    A, AAAA and other types, with and without DO. A newly blocked name then costs one Entry."""
+    A, AAAA and other types, with and without DO. A newly blocked name then costs one Entry
+    (TCP, CNAME chains) or nothing at all (UDP: ``template`` and the packet cache)."""
 
     def __init__(self, style: BlockStyle, categories: tuple[str, ...]) -> None:
         self.style = style
         self._parts: dict[tuple[int, int, bool], tuple[bytes, int, int, bytes]] = {}
+        self._templates: dict[tuple[int, int, bool], Entry] = {}
         for cat, cat_name in enumerate(categories):
             for qtype in (wire.T_A, wire.T_AAAA, 0):
                 for do in (False, True):
-                    self._parts[cat, qtype, do] = self._build(style, qtype, do, cat_name)
+                    parts = self._build(style, qtype, do, cat_name)
+                    self._parts[cat, qtype, do] = parts
+                    body, ancount, rcode, opt = parts
+                    self._templates[cat, qtype, do] = Entry(
+                        body=body,
+                        ancount=ancount,
+                        nscount=0,
+                        rflags=rcode,
+                        ttls=(),
+                        stored=0.0,
+                        expires=_FOREVER,
+                        stale_until=_FOREVER,
+                        kind=KIND_BLOCKED,
+                        gen=-1,
+                        opt=opt,
+                        category=cat,
+                    )
+
+    def template(self, category: int, qtype: int, do: bool) -> Entry:
+        """The shared answer for a blocked name, to render a reply from; never cached itself."""
+        if qtype != wire.T_A and qtype != wire.T_AAAA:
+            qtype = 0
+        return self._templates[category, qtype, do]
 
     @staticmethod
     def _build(

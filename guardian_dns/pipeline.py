@@ -1,6 +1,8 @@
 """The query path, end to end, in one place: read this file to know what happens to a query.
 
-  listener (ACL, framing)            -> ``Pipeline.handle`` with the raw bytes
+  listener (ACL, framing)            -> the packet cache (cache.PacketCache): the same query
+                                        bytes answered moments ago are answered again from a
+                                        dict, before any parsing; else ``Pipeline.handle``
   1. wire.parse_query                 bounded header/question/OPT check; FORMERR/NOTIMP/BADVERS
   2. cache                            a finished answer for (question, DO) under this snapshot
   3. class/type gate                  CHAOS and zone transfers are never forwarded
@@ -8,7 +10,8 @@
   5. upstream (coalesced)             one upstream query per distinct question in flight
   6. answer.forwarded                 sanitise: chain only, no AA, no private addresses, TTLs
   7. CNAME inspection (filter again)  a blocked name anywhere in the chain blocks the answer
-  8. cache.put, reply, counters, ring buffer
+  8. cache.put, reply, counters, ring buffer; a cache hit (or a UDP block) also fills the
+     packet cache
 
 What it decides: nothing of its own; it orders the stages and turns their results into bytes.
 What it must never do: log per query, allocate per-query objects on the hit path beyond the reply
@@ -34,6 +37,7 @@ from guardian_dns.cache import (
     KIND_SERVFAIL,
     AnswerCache,
     Entry,
+    PacketCache,
 )
 from guardian_dns.errors import UpstreamError
 from guardian_dns.filter import BLOCK, LOCAL_NODATA, LOCAL_NXDOMAIN, PASS
@@ -72,6 +76,7 @@ _MISS_REASON = (R_RESOLVED, R_RESOLVED, R_SERVFAIL, R_BLOCKED, R_LOCAL)
 _HDR = struct.Struct("!HHHHHH")
 _STALE_RECHECK = 30.0  # RFC 8767 failure recheck timer
 _LOCAL_TTL = 60
+_FOREVER = float("inf")  # a packet-cache record valid until the snapshot is replaced
 
 
 class Responder(Protocol):
@@ -89,6 +94,7 @@ class Pipeline:
         # Kept, not looked up: CPython 3.11's get_running_loop() costs a getpid() syscall.
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self.cache = AnswerCache(snap.config.cache.size)
+        self.packets = PacketCache(snap.config.cache.size)
         self.qlog = qlog
         self.counts = [0] * len(REASONS)
         self.blocked_by_category = [0] * 64
@@ -119,6 +125,8 @@ class Pipeline:
         self.stale_wait = cc.stale_client_timeout
         if self.cache.size != cc.size:
             self.cache.size = cc.size
+        self.packets.size = cc.size
+        self.packets.clear()
 
     # -- the hot path ----------------------------------------------------------------------------
     def handle(
@@ -137,8 +145,17 @@ class Pipeline:
             self.counts[reason] += 1
             if reason == R_BLOCKED:
                 self.blocked_by_category[entry.category] += 1
-            self.qlog.append((now, client, data[12 : q[2]], reason, entry.rule))
-            return self._reply(data, q, entry, entry.body_at(now), entry.opt, out.udp)
+            self.qlog.append((now, client, data, reason, entry.rule))
+            resp = self._reply(data, q, entry, entry.body_at(now), entry.opt, out.udp)
+            if out.udp:
+                # Asked twice: from now on the listener answers it from the packet cache, for
+                # as long as the TTLs in these bytes stay right (the entry's age in seconds).
+                until = entry.expires
+                if entry.ttls:
+                    until = min(until, entry.stored + entry.memo_age + 1)
+                category = entry.category if reason == R_BLOCKED else -1
+                self.packets.put(data, (until, resp[2:], reason, entry.rule, category))
+            return resp
         return self._miss(data, q, entry, client, now, out, addr)
 
     def _reply(
@@ -183,12 +200,23 @@ class Pipeline:
         if q[4] != wire.C_IN or qtype in (wire.T_AXFR, wire.T_IXFR):
             # CHAOS (version.bind, id.server) and zone transfers: never forwarded, never cached.
             self.counts[R_REFUSED] += 1
-            self.qlog.append((now, client, data[12 : q[2]], R_REFUSED, -1))
+            self.qlog.append((now, client, data, R_REFUSED, -1))
             return wire.error_reply(data, wire.REFUSED, q[2], q[5] >= 0, q[6])
         name = wire.qname_text(data, q[8])
         verdict, rule, mask = snap.filter.decide(name)
         new: Entry | None = None
         if verdict == BLOCK:
+            if out.udp:
+                # Straight into the packet cache: no Entry, no LRU bookkeeping, and the answer
+                # cache keeps its room for forwarded answers.
+                cat = snap.filter.category_index(mask)
+                tmpl = snap.blocks.template(cat, qtype, q[6])
+                self.counts[R_BLOCKED] += 1
+                self.blocked_by_category[cat] += 1
+                self.qlog.append((now, client, data, R_BLOCKED, rule))
+                resp = self._reply(data, q, tmpl, tmpl.body, tmpl.opt, True)
+                self.packets.put(data, (_FOREVER, resp[2:], R_BLOCKED, rule, cat))
+                return resp
             new = self._blocked(mask, rule, qtype, q[6], now)
         elif verdict == LOCAL_NXDOMAIN:
             new = answer.local_entry(wire.NXDOMAIN, q[6], now, self.gen, _LOCAL_TTL)
@@ -207,7 +235,7 @@ class Pipeline:
             # keep it rather than asking upstream again, so a reload does not flush the cache.
             entry.gen = self.gen
             self.counts[R_CACHED] += 1
-            self.qlog.append((now, client, data[12 : q[2]], R_CACHED, entry.rule))
+            self.qlog.append((now, client, data, R_CACHED, entry.rule))
             return self._reply(data, q, entry, entry.body_at(now), entry.opt, out.udp)
         if new is not None:
             self.cache.put(q[7], new)
@@ -215,7 +243,7 @@ class Pipeline:
             self.counts[reason] += 1
             if reason == R_BLOCKED:
                 self.blocked_by_category[new.category] += 1
-            self.qlog.append((now, client, data[12 : q[2]], reason, new.rule))
+            self.qlog.append((now, client, data, reason, new.rule))
             return self._reply(data, q, new, new.body, new.opt, out.udp)
         # Forward. An expired answer may still serve as the stale fallback (RFC 8767).
         stale = None
@@ -259,7 +287,7 @@ class Pipeline:
         self, data: bytes, q: wire.Query, entry: Entry, client: str, now: float, udp: bool
     ) -> bytes:
         self.counts[R_STALE] += 1
-        self.qlog.append((now, client, data[12 : q[2]], R_STALE, -1))
+        self.qlog.append((now, client, data, R_STALE, -1))
         opt = wire.opt_record(q[6], 0, wire.EDE_STALE)
         return self._reply(data, q, entry, entry.stale_body(self.stale_ttl), opt, udp)
 
@@ -353,7 +381,7 @@ class Pipeline:
                     self.counts[reason] += 1
                     if reason == R_BLOCKED:
                         self.blocked_by_category[entry.category] += 1
-                    self.qlog.append((now, client, data[12 : q[2]], reason, entry.rule))
+                    self.qlog.append((now, client, data, reason, entry.rule))
                     resp = self._reply(data, q, entry, entry.body_at(now), entry.opt, out.udp)
             except Exception:
                 self.counts[R_ERROR] += 1

@@ -273,6 +273,7 @@ class UpstreamPool:
         # attempt timeout is fixed, so a periodic sweep from the left finds every expired one.
         self._deadlines: deque[tuple[float, _UdpSocket, int, Waiter, _Server]] = deque()
         self._sweeping = False
+        self._outbox: list[tuple[_UdpSocket, int, bytes]] = []
 
     def try_udp(self, question: bytes, do: bool, cd: bool, waiter: Waiter) -> _Server | None:
         """Send the first attempt over UDP without a coroutine, if the best server is UDP.
@@ -291,16 +292,36 @@ class UpstreamPool:
             return None
         try:
             us = self._udp_socket(srv)
-            qid = self._claim(srv, us, waiter)
-            us.sock.send(wire.build_upstream_query(qid, question, do, cd))
         except OSError:
             return None
+        qid = self._claim(srv, us, waiter)
+        outbox = self._outbox
+        if not outbox:
+            loop.call_soon(self._flush)
+        outbox.append((us, qid, wire.build_upstream_query(qid, question, do, cd)))
         self.stats.queries += 1
         self._deadlines.append((now + self.attempt_timeout, us, qid, waiter, srv))
         if not self._sweeping:
             self._sweeping = True
             loop.call_later(0.05, self._sweep)
         return srv
+
+    def _flush(self) -> None:
+        """Send the queries the fast path queued during this turn of the loop, back to back.
+
+        Why queued: each datagram to a sleeping upstream wakes it, and sent one by one between
+        client queries nearly every one pays that wake-up. A send that fails now fails its
+        attempt the way a timeout would, so the waiter takes the general path.
+        """
+        outbox, self._outbox = self._outbox, []
+        for us, qid, msg in outbox:
+            try:
+                us.sock.send(msg)
+            except OSError as exc:
+                waiter = us.pending.pop(qid, None)
+                if waiter is not None:
+                    self._release(us)
+                    waiter.fail(exc)
 
     def _sweep(self) -> None:
         loop = self.loop

@@ -12,8 +12,10 @@ from guardian_dns.querylog import QueryLog
 
 
 def question(name: str, qtype: int = wire.T_A) -> bytes:
-    """The question as the pipeline stores it: wire name, QTYPE, QCLASS."""
-    return wire.encode_name(name) + qtype.to_bytes(2, "big") + b"\x00\x01"
+    """A query message as the pipeline stores it: header, wire name, QTYPE, QCLASS, OPT."""
+    header = bytes.fromhex("abcd01000001000000000001")
+    opt = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
+    return header + wire.encode_name(name) + qtype.to_bytes(2, "big") + b"\x00\x01" + opt
 
 
 def record(i: int, reason: int = R_RESOLVED) -> tuple[float, str, bytes, int, int]:
