@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import resource
@@ -136,6 +137,7 @@ class GuardianServer:
             log.warning("no upstream servers: set upstream.servers or fix /etc/resolv.conf")
         if ready is not None:
             ready(self)
+        _tune_gc()
         await self._stop.wait()
         log.info("stopping")
         await self._shutdown()
@@ -251,6 +253,20 @@ def write_ready(fd: int) -> Callable[[GuardianServer], None]:
             os.close(fd)
 
     return ready
+
+
+def _tune_gc() -> None:
+    """Keep the cycle collector off the query path's back.
+
+    Everything alive at start-up (modules, the first snapshot) is moved out of the collector's
+    sight: it would otherwise be traversed again by every full collection. The first threshold
+    is raised because answers live in the caches for seconds: with the default of 700 new
+    objects, the collector kept traversing cache entries that were about to be evicted anyway
+    (forwarded queries: 12% more per second in a same-run A/B). Garbage cycles are rare here
+    (the slow path's exceptions), so waiting for 50,000 new objects costs a few MB at most.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 50)
 
 
 def run_server(
