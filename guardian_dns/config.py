@@ -17,6 +17,7 @@ import ipaddress
 import os
 import re
 import typing
+import zoneinfo
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -25,6 +26,8 @@ from typing import Any, Final
 import yaml
 
 from guardian_dns import lists as lists_mod
+from guardian_dns import schedule as schedule_mod
+from guardian_dns import services as services_mod
 from guardian_dns.errors import ConfigError, Problem
 
 # Loopback, RFC 1918, CGNAT is deliberately absent (a home LAN never uses it), link-local, ULA.
@@ -147,6 +150,61 @@ class LoggingConfig:
     level: str = "info"  # debug | info | warning | error
 
 
+SAFE_SEARCH_MODES: tuple[str, ...] = ("off", "moderate", "strict")
+EVERYTHING: Final = "*"  # a schedule rule's ``block: "*"``: everything but its ``except`` names
+SERVICE_PREFIX: Final = "service:"  # in category lists, "service:tiktok" names a blocked service
+
+
+@dataclass(frozen=True)
+class ScheduleRule:
+    """What changes for a group while one named schedule is active.
+
+    ``block`` adds categories (or ``service:ID``) during the window; ``("*",)`` blocks every
+    name except ``except_names`` (homework time with a study allowlist). ``allow`` removes
+    categories during the window (``allow_during``: YouTube on weekend afternoons).
+    """
+
+    during: str
+    block: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    except_names: tuple[str, ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """One group of clients and the rules they get (a family's "kids", a school's "students")."""
+
+    name: str
+    clients: tuple[str, ...] = ()  # addresses, CIDRs, MACs or names from policy.devices
+    client_lines: tuple[int, ...] = ()
+    filtering: bool = True  # false: nothing blocked at all (the parents' own devices)
+    # None: the default group's blocking.block_categories (empty there means every list category)
+    block_categories: tuple[str, ...] | None = None
+    block_services: tuple[str, ...] = ()  # ids of blocklists/services/*.txt
+    safe_search: str = "off"  # off | moderate | strict (YouTube Restricted Mode level)
+    allow: tuple[str, ...] = ()  # this group's own allowed domains (and everything below them)
+    block: tuple[str, ...] = ()  # this group's own blocked domains
+    schedules: tuple[ScheduleRule, ...] = ()
+    budgets: tuple[tuple[str, int], ...] = ()  # (category or service:ID, minutes per day)
+    line: int = 0
+
+
+DEFAULT_GROUP: Final = "default"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Who is who on the network, and what each group may reach when."""
+
+    timezone: str | None = None  # schedules and budgets; None: the system's (TZ, /etc/localtime)
+    neighbour_table: str = "/proc/net/arp"  # MAC lookups: a file, or "ip" (ip neigh: IPv6 too)
+    default_group: str = DEFAULT_GROUP  # what an unknown client gets
+    schedules: tuple[tuple[str, tuple[str, ...], int], ...] = ()  # (name, specs, line)
+    devices: tuple[tuple[str, tuple[str, ...], int], ...] = ()  # (name, members, line)
+    groups: tuple[GroupConfig, ...] = ()
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration. ``source`` is the file it came from ("<defaults>" if none)."""
@@ -158,6 +216,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     query_log: QueryLogConfig = field(default_factory=QueryLogConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     source: str = "<defaults>"
     base_dir: str = "."  # directory relative list paths are resolved against
 
@@ -441,6 +500,20 @@ def _category_check(v: str) -> str | None:
 
 def _domain_check(v: str) -> str | None:
     return None if _is_hostname(v) else f"invalid domain name {v!r}"
+
+
+def _group_name_check(v: str) -> str | None:
+    if _CATEGORY_RE.match(v):
+        return None
+    return f"invalid group name {v!r} (use up to 32 lowercase letters, digits, '-' and '_')"
+
+
+def _timezone_check(v: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(v)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {v!r} (use an IANA name such as Europe/London)"
+    return None
 
 
 # Per-field value checks, applied after the type is known to be right. Keyed by dotted path.
@@ -796,6 +869,243 @@ class _Reader:
             allow_tld=bool(values.get("allow_tld", (False, 0))[0]),
         )
 
+    # --- policy: groups, devices, schedules ------------------------------------------------
+
+    def policy(self, value: Any, line: int) -> PolicyConfig:
+        base = PolicyConfig()
+        if value is None:
+            return base
+        if not isinstance(value, _LineMap):
+            self.problem(line, "policy", f"expected a mapping, got {_describe(value)}")
+            return base
+        known = ("timezone", "neighbour_table", "default_group", "schedules", "devices", "groups")
+        changes: dict[str, Any] = {}
+        for key, raw, key_line in self.keys(value, "policy", known):
+            path = f"policy.{key}"
+            if key in ("timezone", "neighbour_table", "default_group"):
+                if raw is None and key == "timezone":
+                    continue
+                if not isinstance(raw, str) or not raw:
+                    self.problem(key_line, path, f"expected a string, got {_describe(raw)}")
+                    continue
+                message = None
+                if key == "timezone":
+                    message = _timezone_check(raw)
+                elif key == "default_group":
+                    message = _group_name_check(raw)
+                if message:
+                    self.problem(key_line, path, message)
+                    continue
+                changes[key] = raw
+            elif key in ("schedules", "devices"):
+                changes[key] = self.named_lists(raw, path, key_line)
+            else:
+                changes[key] = self.groups(raw, path, key_line)
+        return replace(base, **changes)
+
+    def named_lists(
+        self, raw: Any, path: str, line: int
+    ) -> tuple[tuple[str, tuple[str, ...], int], ...]:
+        """``name: item`` or ``name: [items]`` entries (schedules, devices)."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, _LineMap):
+            self.problem(line, path, f"expected a mapping of names, got {_describe(raw)}")
+            return ()
+        out = []
+        for key, item, key_line in self.keys(raw, path, [k for k in raw if isinstance(k, str)]):
+            where = f"{path}.{key}"
+            message = _group_name_check(key)
+            if message:
+                self.problem(key_line, where, message.replace("group", "name"))
+                continue
+            items = [item] if isinstance(item, str) else item
+            if (
+                not isinstance(items, list)
+                or not items
+                or not all(isinstance(i, str) and i for i in items)
+            ):
+                self.problem(
+                    key_line,
+                    where,
+                    f"expected a string or a list of strings, got {_describe(item)}",
+                )
+                continue
+            if path.endswith("schedules"):
+                try:
+                    for spec in items:
+                        schedule_mod.parse_spec(spec)
+                except ValueError as exc:
+                    self.problem(key_line, where, str(exc))
+                    continue
+            out.append((key, tuple(items), key_line))
+        return tuple(out)
+
+    def groups(self, raw: Any, path: str, line: int) -> tuple[GroupConfig, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, _LineMap):
+            self.problem(line, path, f"expected a mapping of group names, got {_describe(raw)}")
+            return ()
+        out = []
+        for name, body, key_line in self.keys(raw, path, [k for k in raw if isinstance(k, str)]):
+            where = f"{path}.{name}"
+            message = _group_name_check(name)
+            if message:
+                self.problem(key_line, where, message)
+                continue
+            group = self.group(name, body, where, key_line)
+            if group is not None:
+                out.append(group)
+        return tuple(out)
+
+    def group(self, name: str, body: Any, path: str, line: int) -> GroupConfig | None:
+        if body is None:
+            body = _LineMap(line)
+        if not isinstance(body, _LineMap):
+            self.problem(line, path, f"expected a mapping, got {_describe(body)}")
+            return None
+        known = (
+            "clients",
+            "filtering",
+            "block_categories",
+            "block_services",
+            "safe_search",
+            "allow",
+            "block",
+            "schedules",
+            "budgets",
+        )
+        changes: dict[str, Any] = {"name": name, "line": line}
+        for key, raw, key_line in self.keys(body, path, known):
+            where = f"{path}.{key}"
+            if key == "filtering":
+                if not isinstance(raw, bool):
+                    self.problem(key_line, where, f"expected true or false, got {_describe(raw)}")
+                else:
+                    changes[key] = raw
+            elif key == "safe_search":
+                if raw is False:  # YAML reads an unquoted `off` as false
+                    raw = "off"
+                message = (
+                    _one_of(SAFE_SEARCH_MODES)(raw)
+                    if isinstance(raw, str)
+                    else f"expected one of {', '.join(SAFE_SEARCH_MODES)}, got {_describe(raw)}"
+                )
+                if message:
+                    self.problem(key_line, where, message)
+                else:
+                    changes[key] = raw
+            elif key == "schedules":
+                changes[key] = self.schedule_rules(raw, where, key_line)
+            elif key == "budgets":
+                changes[key] = self.budgets(raw, where, key_line)
+            else:
+                items = self.string_items(raw, where, key_line)
+                if items is None:
+                    continue
+                values = tuple(v for v, _ in items)
+                if key == "clients":
+                    changes["client_lines"] = tuple(item_line for _, item_line in items)
+                elif key in ("allow", "block"):
+                    values = tuple(v.lower().rstrip(".") for v in values)
+                    for v, item_line in items:
+                        bad = _domain_check(v.lower().rstrip("."))
+                        if bad:
+                            self.problem(item_line, where, bad)
+                elif key == "block_categories":
+                    for v, item_line in items:
+                        bad = _category_check(v)
+                        if bad:
+                            self.problem(item_line, where, bad)
+                changes[key] = values
+        return GroupConfig(**changes)
+
+    def string_items(self, raw: Any, path: str, line: int) -> list[tuple[str, int]] | None:
+        if isinstance(raw, str):
+            return [(raw, line)]
+        if not isinstance(raw, _LineList):
+            self.problem(line, path, f"expected a list, got {_describe(raw)}")
+            return None
+        out = []
+        for i, (item, item_line) in enumerate(zip(raw, raw.item_lines, strict=True)):
+            if not isinstance(item, str) or not item:
+                self.problem(item_line, f"{path}[{i}]", f"expected a string, got {_describe(item)}")
+                continue
+            out.append((item, item_line))
+        return out
+
+    def schedule_rules(self, raw: Any, path: str, line: int) -> tuple[ScheduleRule, ...]:
+        if not isinstance(raw, _LineList):
+            self.problem(line, path, f"expected a list of rules, got {_describe(raw)}")
+            return ()
+        out = []
+        known = ("during", "block", "allow", "except")
+        for i, (item, item_line) in enumerate(zip(raw, raw.item_lines, strict=True)):
+            where = f"{path}[{i}]"
+            if not isinstance(item, _LineMap):
+                self.problem(
+                    item_line,
+                    where,
+                    f"expected a mapping {{during, block, allow, except}}, got {_describe(item)}",
+                )
+                continue
+            values: dict[str, Any] = {"line": item_line}
+            for key, value, key_line in self.keys(item, where, known):
+                if key == "during":
+                    if not isinstance(value, str):
+                        self.problem(
+                            key_line,
+                            f"{where}.during",
+                            f"expected a schedule name, got {_describe(value)}",
+                        )
+                    else:
+                        values["during"] = value
+                    continue
+                items = self.string_items(value, f"{where}.{key}", key_line)
+                if items is None:
+                    continue
+                names = tuple(v for v, _ in items)
+                if key == "except":
+                    for v, v_line in items:
+                        bad = _domain_check(v.lower().rstrip("."))
+                        if bad:
+                            self.problem(v_line, f"{where}.except", bad)
+                    values["except_names"] = tuple(v.lower().rstrip(".") for v in names)
+                else:
+                    values[key] = names
+            if "during" not in values:
+                self.problem(item_line, f"{where}.during", "missing (which schedule?)")
+                continue
+            rule = ScheduleRule(**values)
+            if not rule.block and not rule.allow:
+                self.problem(item_line, where, "a rule needs block or allow (or both)")
+                continue
+            if rule.except_names and rule.block != (EVERYTHING,):
+                self.problem(
+                    item_line, f"{where}.except", 'only goes with block: "*" (everything but these)'
+                )
+                continue
+            out.append(rule)
+        return tuple(out)
+
+    def budgets(self, raw: Any, path: str, line: int) -> tuple[tuple[str, int], ...]:
+        if not isinstance(raw, _LineMap):
+            self.problem(
+                line, path, f"expected a mapping of category: minutes, got {_describe(raw)}"
+            )
+            return ()
+        out = []
+        for key, value, key_line in self.keys(raw, path, [k for k in raw if isinstance(k, str)]):
+            where = f"{path}.{key}"
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1440:
+                self.problem(
+                    key_line, where, f"expected minutes per day (1..1440), got {_describe(value)}"
+                )
+                continue
+            out.append((key, value))
+        return tuple(out)
+
     def cross_check(self, cfg: Config) -> None:
         """Rules that tie two keys together; reported at the key most likely to be the mistake."""
         up = cfg.upstream
@@ -837,6 +1147,7 @@ class _Reader:
                         f"blocking.block_categories[{i}]",
                         f"no list has category {category!r} ({hint}known: {', '.join(known)})",
                     )
+        self.policy_cross_check(cfg, known)
         clash = _listen_clash(server.listen, cfg.metrics)
         if clash:
             line = self.line_of("metrics.listen", "server.listen", "metrics", "server")
@@ -845,6 +1156,95 @@ class _Reader:
         if auth:
             field_name, message = auth
             self.problem(self.line_of(field_name, "metrics"), field_name, message)
+
+    def policy_cross_check(self, cfg: Config, list_categories: Sequence[str]) -> None:
+        """Names a group uses must exist: schedules, services, categories, the default group."""
+        pol = cfg.policy
+        services = services_mod.load_services()
+        schedules = {name for name, _specs, _line in pol.schedules}
+        groups = {g.name for g in pol.groups}
+        devices = {name for name, _members, _line in pol.devices}
+        categories = list(list_categories)
+
+        def hint(word: str, known: Sequence[str]) -> str:
+            close = difflib.get_close_matches(word, list(known), n=1)
+            shown = ", ".join(sorted(known)) or "none"
+            return f"{'did you mean ' + repr(close[0]) + '? ' if close else ''}known: {shown}"
+
+        def category_ok(name: str, path: str, line: int, *, everything: bool = False) -> None:
+            if everything and name == EVERYTHING:
+                return
+            if name.startswith(SERVICE_PREFIX):
+                sid = name[len(SERVICE_PREFIX) :]
+                if sid not in services:
+                    self.problem(line, path, f"no service {sid!r} ({hint(sid, list(services))})")
+            elif name not in categories:
+                self.problem(
+                    line,
+                    path,
+                    f"no list has category {name!r} ({hint(name, categories)}; "
+                    f"a service is written {SERVICE_PREFIX}ID)",
+                )
+
+        if pol.default_group != DEFAULT_GROUP and pol.default_group not in groups:
+            self.problem(
+                self.line_of("policy.default_group", "policy"),
+                "policy.default_group",
+                f"no group {pol.default_group!r} ({hint(pol.default_group, list(groups))})",
+            )
+        for g in pol.groups:
+            path = f"policy.groups.{g.name}"
+            line = g.line
+            for cat in g.block_categories or ():
+                category_ok(
+                    cat,
+                    f"{path}.block_categories",
+                    self.line_of(f"{path}.block_categories") or line,
+                )
+            for sid in g.block_services:
+                if sid not in services:
+                    self.problem(
+                        self.line_of(f"{path}.block_services") or line,
+                        f"{path}.block_services",
+                        f"no service {sid!r} ({hint(sid, list(services))})",
+                    )
+            for i, rule in enumerate(g.schedules):
+                where = f"{path}.schedules[{i}]"
+                if rule.during not in schedules:
+                    self.problem(
+                        rule.line,
+                        f"{where}.during",
+                        f"no schedule {rule.during!r} in policy.schedules "
+                        f"({hint(rule.during, list(schedules))})",
+                    )
+                for cat in rule.block:
+                    category_ok(cat, f"{where}.block", rule.line, everything=True)
+                for cat in rule.allow:
+                    category_ok(cat, f"{where}.allow", rule.line)
+            for key, _minutes in g.budgets:
+                category_ok(
+                    key, f"{path}.budgets.{key}", self.line_of(f"{path}.budgets.{key}") or line
+                )
+            for member, member_line in zip(g.clients, g.client_lines, strict=True):
+                if member in devices or _looks_like_address(member):
+                    continue
+                self.problem(
+                    member_line,
+                    f"{path}.clients",
+                    f"{member!r} is not an address, network, MAC address or a name in "
+                    f"policy.devices ({hint(member, list(devices))})",
+                )
+
+
+def _looks_like_address(text: str) -> bool:
+    """An IP address, a CIDR or a MAC address (the detailed checks are clients.py's)."""
+    if re.fullmatch(r"[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}", text):
+        return True
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -927,8 +1327,12 @@ def load_config_text(text: str, source: str = "<string>", base_dir: str = ".") -
         )
     reader = _Reader(source, base)
     defaults = default_config()
-    sections = {
-        key: reader.section(value, key, line, getattr(defaults, key))
+    sections: dict[str, Any] = {
+        key: (
+            reader.policy(value, line)
+            if key == "policy"
+            else reader.section(value, key, line, getattr(defaults, key))
+        )
         for key, value, line in reader.keys(data, "", _SECTIONS)
     }
     cfg = replace(defaults, **sections, source=source, base_dir=base)

@@ -70,9 +70,11 @@ class Filter:
         self._tld = bool(table.flags & FLAG_TLD)
         self._admin = bool(table.flags & FLAG_ADMIN)
 
-    def decide(self, name: str) -> tuple[int, int, int]:
+    def decide(self, name: str, policy: int = -1) -> tuple[int, int, int]:
         """(verdict, rule_id, category_mask) for a lower-case name without trailing dot.
 
+        ``policy`` is the mask of categories blocked for the asking client right now (its
+        group, schedules and budgets: policy.py); -1 means the default group's mask.
         rule_id is -1 for a name nothing decided; for an allowed name it names the allow rule.
         """
         if name in self.bypass:
@@ -82,7 +84,8 @@ class Filter:
         table = self.table
         vals = table.vals
         combos = table.combos
-        policy = self.policy_mask
+        if policy < 0:
+            policy = self.policy_mask
         # The table's probe (DomainTable.find) inlined: this runs for every name that is not in
         # the answer cache, and a method call per label would be a third of its cost.
         directory = table.directory

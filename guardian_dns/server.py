@@ -35,6 +35,7 @@ from guardian_dns.listener import (
 )
 from guardian_dns.metrics import MetricsServer, make_registry
 from guardian_dns.pipeline import Pipeline
+from guardian_dns.policy import all_lists
 from guardian_dns.querylog import QueryLog
 from guardian_dns.snapshot import Snapshot, build_snapshot
 from guardian_dns.upstream import UpstreamPool
@@ -147,7 +148,7 @@ class GuardianServer:
         """The domain table for ``config``: the saved one, or one built in a child process."""
         directory = compile_mod.state_dir(config.server.state_dir, config.base_dir)
         result = await compile_mod.table_in_child(
-            compile_mod.specs_of(config.blocking.lists), directory
+            compile_mod.specs_of(all_lists(config)), directory
         )
         how = "built" if result.built else "loaded from the state directory"
         log.info(

@@ -16,9 +16,15 @@ from dataclasses import dataclass
 
 from guardian_dns import compile as compile_mod
 from guardian_dns.answer import AnswerPolicy, BlockStyle, BlockTemplates
-from guardian_dns.config import Config, effective_upstreams, parse_upstream_url
+from guardian_dns.config import (
+    SERVICE_PREFIX,
+    Config,
+    effective_upstreams,
+    parse_upstream_url,
+)
 from guardian_dns.errors import ListError
 from guardian_dns.filter import Filter
+from guardian_dns.policy import Policies, all_lists, compile_policies
 from guardian_dns.regexrules import RegexRules
 from guardian_dns.trie import LIST_BITS, RuleRef
 
@@ -44,6 +50,7 @@ class ListInfo:
 @dataclass(frozen=True)
 class Snapshot:
     gen: int
+    policies: Policies
     config: Config
     filter: Filter
     categories: tuple[str, ...]
@@ -100,7 +107,7 @@ def build_snapshot(config: Config, gen: int, lists: compile_mod.Result | None = 
     """
     start = time.monotonic()
     if lists is None:
-        lists = compile_mod.table_in_process(compile_mod.specs_of(config.blocking.lists), None)
+        lists = compile_mod.table_in_process(compile_mod.specs_of(all_lists(config)), None)
     trie = lists.table
     infos = []
     rules = []
@@ -149,7 +156,8 @@ def build_snapshot(config: Config, gen: int, lists: compile_mod.Result | None = 
             log.warning("block_categories names categories no list has: %s", ", ".join(unknown))
         policy_mask = trie.mask_for(bc.block_categories)
     else:
-        policy_mask = (1 << len(trie.categories)) - 1
+        # Every list category; services are blocked only for groups that name them.
+        policy_mask = trie.mask_for(c for c in trie.categories if not c.startswith(SERVICE_PREFIX))
     local = tuple(d.strip(".").lower() for d in bc.local_domains)
     upstreams = effective_upstreams(config)
     trusted = bool(upstreams) and all(
@@ -162,8 +170,10 @@ def build_snapshot(config: Config, gen: int, lists: compile_mod.Result | None = 
     style = BlockStyle.from_config(
         bc.mode, bc.ttl, bc.custom_ipv4, bc.custom_ipv6, bc.extended_errors
     )
+    policies = compile_policies(config, trie.categories, policy_mask)
     return Snapshot(
         gen=gen,
+        policies=policies,
         config=config,
         filter=Filter(trie, policy_mask, bc.bypass_protection, regex),
         categories=categories,

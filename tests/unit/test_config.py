@@ -29,7 +29,7 @@ from guardian_dns.config import (
 from guardian_dns.errors import ConfigError
 
 SHIPPED_CONFIGS = sorted((REPO_ROOT / "config").glob("**/*.yaml"))
-SECTIONS = "server, upstream, cache, blocking, metrics, query_log, logging"
+SECTIONS = "server, upstream, cache, blocking, metrics, query_log, logging, policy"
 
 
 def problems_of(text: str, base_dir: Path) -> list[str]:
