@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import yaml
 
+from guardian_dns import clients as clients_mod
 from guardian_dns import lists as lists_mod
 from guardian_dns import schedule as schedule_mod
 from guardian_dns import services as services_mod
@@ -1163,7 +1164,6 @@ class _Reader:
         services = services_mod.load_services()
         schedules = {name for name, _specs, _line in pol.schedules}
         groups = {g.name for g in pol.groups}
-        devices = {name for name, _members, _line in pol.devices}
         categories = list(list_categories)
 
         def hint(word: str, known: Sequence[str]) -> str:
@@ -1225,26 +1225,25 @@ class _Reader:
                 category_ok(
                     key, f"{path}.budgets.{key}", self.line_of(f"{path}.budgets.{key}") or line
                 )
-            for member, member_line in zip(g.clients, g.client_lines, strict=True):
-                if member in devices or _looks_like_address(member):
-                    continue
-                self.problem(
-                    member_line,
-                    f"{path}.clients",
-                    f"{member!r} is not an address, network, MAC address or a name in "
-                    f"policy.devices ({hint(member, list(devices))})",
-                )
-
-
-def _looks_like_address(text: str) -> bool:
-    """An IP address, a CIDR or a MAC address (the detailed checks are clients.py's)."""
-    if re.fullmatch(r"[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}", text):
-        return True
-    try:
-        ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return False
-    return True
+        # Every member parsed, and a device in two groups reported with both lines (clients.py).
+        members = {
+            g.name: [
+                clients_mod.Member(text, self.source, line, f"policy.groups.{g.name}.clients")
+                for text, line in zip(g.clients, g.client_lines, strict=True)
+            ]
+            for g in pol.groups
+        }
+        device_members = {
+            name: [
+                clients_mod.Member(text, self.source, line, f"policy.devices.{name}")
+                for text in items
+            ]
+            for name, items, line in pol.devices
+        }
+        try:
+            clients_mod.ClientMatcher.build(members, device_members)
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
 
 
 def _hints(cls: type) -> dict[str, Any]:

@@ -194,7 +194,7 @@ def test_an_unknown_client_falls_into_the_default_group(snap: Snapshot) -> None:
         ("block_categories: [adult, games]", "no list has category 'gmaes'"),
         ("service:roblox: 60", "expected minutes per day (1..1440), got 0"),
         ("filtering: false", "expected true or false, got 'no'"),
-        ("clients: [192.168.1.10]", "'my-laptop' is not an address, network, MAC address"),
+        ("clients: [192.168.1.10]", "'my-laptop' is not an IP address, a CIDR"),
         ("timezone: Europe/London", "unknown time zone 'Europe/Lundon'"),
         ("bedtime: mon-fri 21:00-07:00", "unknown day 'fry'"),
     ],
@@ -222,6 +222,20 @@ def test_policy_mistakes_name_the_line_and_the_field(
     shown = str(err.value)
     assert message in shown, shown
     assert f"family.yaml:{line}:" in shown, shown
+
+
+def test_a_device_in_two_groups_is_reported_with_both_lines(tmp_path: Path) -> None:
+    (tmp_path / "adult.txt").write_text("adult.test\n")
+    (tmp_path / "games.txt").write_text("games.test\n")
+    text = CONFIG.replace("clients: [192.168.1.10]", "clients: [192.168.1.10, AA-BB-CC-DD-EE-01]")
+    lines = text.splitlines()
+    kids = next(i for i, row in enumerate(lines, 1) if "emma-tablet, 192.168" in row)
+    parents = next(i for i, row in enumerate(lines, 1) if "AA-BB-CC-DD-EE-01" in row)
+    with pytest.raises(ConfigError) as err:
+        load_config_text(text, "family.yaml", str(tmp_path))
+    shown = str(err.value)
+    assert "aa:bb:cc:dd:ee:01 is in group 'kids'" in shown, shown
+    assert f"family.yaml:{kids}" in shown and f"family.yaml:{parents}" in shown, shown
 
 
 def test_except_needs_block_everything(tmp_path: Path) -> None:
