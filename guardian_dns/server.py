@@ -136,6 +136,14 @@ class GuardianServer:
         )
         if not snap.upstreams:
             log.warning("no upstream servers: set upstream.servers or fix /etc/resolv.conf")
+        if self.config.policy.groups:
+            # Validated, compiled and tested (policy.py), not yet on the query path: say so
+            # rather than let a parent believe a group's rules are in force.
+            log.warning(
+                "policy.groups: %d groups are configured, but this version does not apply them "
+                "yet; every client gets the default group's rules (blocking.*)",
+                len(self.config.policy.groups),
+            )
         if ready is not None:
             ready(self)
         _tune_gc()
