@@ -34,7 +34,7 @@ import contextlib
 import math
 import os
 import zoneinfo
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -50,6 +50,7 @@ from guardian_dns.config import (
 from guardian_dns.filter import BLOCK, PASS
 from guardian_dns.schedule import Schedule
 from guardian_dns.services import load_services, service_category
+from guardian_dns.trie import DomainTable
 
 # Rule ids of verdicts that come from a policy rather than a list line (lists use ids >= 0, the
 # built-in bypass table -2). The query log and explain show them by name.
@@ -301,28 +302,13 @@ class Policies:
                 return g
         raise KeyError(name)
 
-    @property
-    def simple(self) -> bool:
-        """Only the default group, with nothing that depends on time or on the client."""
-        d = self.default
-        return len(self.groups) == 1 and not d.windows and not d.budgets
 
-
-def _mask(categories: Sequence[str], index: dict[str, int]) -> int:
-    mask = 0
-    for name in categories:
-        bit = index.get(name)
-        if bit is not None:
-            mask |= 1 << bit
-    return mask
-
-
-def compile_policies(config: Config, categories: Sequence[str], default_mask: int) -> Policies:
+def compile_policies(config: Config, table: DomainTable, default_mask: int) -> Policies:
     """Compile the config's groups against the table's category bits (config is validated)."""
     pol = config.policy
     tz = zoneinfo.ZoneInfo(pol.timezone) if pol.timezone else system_timezone()
-    index = {name: bit for bit, name in enumerate(categories)}
-    list_categories = [c for c in categories if not c.startswith(SERVICE_PREFIX)]
+    mask = table.mask_for
+    list_categories = [c for c in table.categories if not c.startswith(SERVICE_PREFIX)]
     schedules = {name: Schedule.parse(list(specs), tz) for name, specs, _line in pol.schedules}
     configured = {g.name: g for g in pol.groups}
     if DEFAULT_GROUP not in configured:
@@ -333,23 +319,23 @@ def compile_policies(config: Config, categories: Sequence[str], default_mask: in
             base = default_mask
         else:
             named = [c for c in g.block_categories if c != EVERYTHING]
-            base = _mask(named, index)
+            base = mask(named)
             if EVERYTHING in g.block_categories:
-                base |= _mask(list_categories, index)
-        base |= _mask([service_category(s) for s in g.block_services], index)
+                base |= mask(list_categories)
+        base |= mask([service_category(s) for s in g.block_services])
         windows = tuple(
             Window(
                 schedule_name=rule.during,
                 schedule=schedules[rule.during],
-                block_mask=_mask([c for c in rule.block if c != EVERYTHING], index),
+                block_mask=mask([c for c in rule.block if c != EVERYTHING]),
                 block_all=EVERYTHING in rule.block,
                 except_names=frozenset(rule.except_names),
-                allow_mask=_mask(rule.allow, index),
+                allow_mask=mask(rule.allow),
                 line=rule.line,
             )
             for rule in g.schedules
         )
-        budgets = tuple((key, _mask([key], index), minutes) for key, minutes in g.budgets)
+        budgets = tuple((key, mask([key]), minutes) for key, minutes in g.budgets)
         compiled.append(
             GroupPolicy(
                 name=g.name,

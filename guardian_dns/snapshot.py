@@ -170,7 +170,7 @@ def build_snapshot(config: Config, gen: int, lists: compile_mod.Result | None = 
     style = BlockStyle.from_config(
         bc.mode, bc.ttl, bc.custom_ipv4, bc.custom_ipv6, bc.extended_errors
     )
-    policies = compile_policies(config, trie.categories, policy_mask)
+    policies = compile_policies(config, trie, policy_mask)
     return Snapshot(
         gen=gen,
         policies=policies,
