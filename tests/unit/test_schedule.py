@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,6 +29,7 @@ from guardian_dns.schedule import (
     Schedules,
     parse_spec,
 )
+from tests.support.timezones import local, utc, zone
 
 LONDON = "Europe/London"
 NEW_YORK = "America/New_York"
@@ -38,26 +38,6 @@ KOLKATA = "Asia/Kolkata"  # +05:30 all year: a half-hour offset and no DST
 LORD_HOWE = "Australia/Lord_Howe"
 SANTIAGO = "America/Santiago"
 ALL_ZONES = ("UTC", LONDON, NEW_YORK, KOLKATA, LORD_HOWE, SANTIAGO)
-
-
-def zone(name: str) -> ZoneInfo:
-    """The zone, or a skip (a fail under CI) that says how to get it."""
-    try:
-        return ZoneInfo(name)
-    except ZoneInfoNotFoundError:
-        message = f"time zone {name!r} is not installed (apt-get install tzdata; pip: tzdata)"
-    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
-        pytest.fail(f"{message}; tests must not skip in CI", pytrace=False)
-    pytest.skip(message)
-
-
-def local(tz: ZoneInfo, text: str, fold: int = 0) -> float:
-    """Unix time of a local wall-clock time such as ``2025-03-28 21:00`` (a Friday)."""
-    return datetime.fromisoformat(text).replace(tzinfo=tz, fold=fold).timestamp()
-
-
-def utc(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
 def minute(day: str, hhmm: str) -> int:

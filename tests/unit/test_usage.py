@@ -18,10 +18,10 @@ import stat
 import threading
 import tracemalloc
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -38,32 +38,13 @@ from guardian_dns.usage import (
     check_domain,
     day_bounds,
 )
+from tests.support.timezones import local, utc, zone
 
 LONDON = "Europe/London"
 KOLKATA = "Asia/Kolkata"  # +05:30 all year: no DST, and a half-hour offset
 SANTIAGO = "America/Santiago"  # its spring-forward skips midnight itself
 GAMES = "service:games"
 VIDEO = "service:youtube"
-
-
-def zone(name: str) -> ZoneInfo:
-    """The zone, or a skip (a fail under CI) that says how to get it."""
-    try:
-        return ZoneInfo(name)
-    except ZoneInfoNotFoundError:
-        message = f"time zone {name!r} is not installed (apt-get install tzdata; pip: tzdata)"
-    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
-        pytest.fail(f"{message}; tests must not skip in CI", pytrace=False)
-    pytest.skip(message)
-
-
-def local(tz: ZoneInfo, text: str, fold: int = 0) -> float:
-    """Unix time of a local wall-clock time such as ``2025-03-28 21:00:30``."""
-    return datetime.fromisoformat(text).replace(tzinfo=tz, fold=fold).timestamp()
-
-
-def utc(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
 @pytest.fixture
