@@ -1226,24 +1226,30 @@ class _Reader:
                     key, f"{path}.budgets.{key}", self.line_of(f"{path}.budgets.{key}") or line
                 )
         # Every member parsed, and a device in two groups reported with both lines (clients.py).
-        members = {
-            g.name: [
-                clients_mod.Member(text, self.source, line, f"policy.groups.{g.name}.clients")
-                for text, line in zip(g.clients, g.client_lines, strict=True)
-            ]
-            for g in pol.groups
-        }
-        device_members = {
-            name: [
-                clients_mod.Member(text, self.source, line, f"policy.devices.{name}")
-                for text in items
-            ]
-            for name, items, line in pol.devices
-        }
         try:
-            clients_mod.ClientMatcher.build(members, device_members)
+            _matcher(pol, self.source)
         except ConfigError as exc:
             self.problems.extend(exc.problems)
+
+
+def _matcher(pol: PolicyConfig, source: str) -> clients_mod.ClientMatcher:
+    members = {
+        g.name: [
+            clients_mod.Member(text, source, line, f"policy.groups.{g.name}.clients")
+            for text, line in zip(g.clients, g.client_lines, strict=True)
+        ]
+        for g in pol.groups
+    }
+    device_members = {
+        name: [clients_mod.Member(text, source, line, f"policy.devices.{name}") for text in items]
+        for name, items, line in pol.devices
+    }
+    return clients_mod.ClientMatcher.build(members, device_members)
+
+
+def client_matcher(config: Config) -> clients_mod.ClientMatcher:
+    """The groups' members indexed for lookup (the loader has checked them: no error here)."""
+    return _matcher(config.policy, config.source)
 
 
 def _hints(cls: type) -> dict[str, Any]:

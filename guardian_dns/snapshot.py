@@ -15,10 +15,12 @@ import time
 from dataclasses import dataclass
 
 from guardian_dns import compile as compile_mod
+from guardian_dns.clients import ClientMatcher
 from guardian_dns.answer import AnswerPolicy, BlockStyle, BlockTemplates
 from guardian_dns.config import (
     SERVICE_PREFIX,
     Config,
+    client_matcher,
     effective_upstreams,
     parse_upstream_url,
 )
@@ -51,6 +53,7 @@ class ListInfo:
 class Snapshot:
     gen: int
     policies: Policies
+    clients: ClientMatcher  # which group each client is in (policy.groups' members)
     config: Config
     filter: Filter
     categories: tuple[str, ...]
@@ -174,6 +177,7 @@ def build_snapshot(config: Config, gen: int, lists: compile_mod.Result | None = 
     return Snapshot(
         gen=gen,
         policies=policies,
+        clients=client_matcher(config),
         config=config,
         filter=Filter(trie, policy_mask, bc.bypass_protection, regex),
         categories=categories,
