@@ -13,14 +13,31 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import difflib
+import getpass
+import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 from guardian_dns import __version__
-from guardian_dns.config import Config, apply_overrides, default_config, load_config
+from guardian_dns.config import (
+    DEFAULT_GROUP,
+    Config,
+    apply_overrides,
+    default_config,
+    load_config,
+)
 from guardian_dns.errors import ConfigError, GuardianError
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    from guardian_dns.usage import Override, Overrides, TargetKind
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -33,6 +50,11 @@ examples:
   guardian-dns serve --listen 127.0.0.1:5353 --upstream udp://127.0.0.1:53 \\
                      --blocklist adult=blocklists/adult.hosts
   guardian-dns check-config /etc/guardian-dns/guardian.yaml
+  guardian-dns pause --group kids --for 15m           # no filtering for the kids for 15 minutes
+  guardian-dns allow youtube.com --for 45m --group kids
+  guardian-dns overrides                              # what is paused or allowed, until when
+  guardian-dns resume --all
+  guardian-dns explain www.youtube.com --client 192.168.1.23 --at "2026-11-24 21:30"
 
 exit codes: 0 success, 1 error, 2 bad command line
 signals: SIGHUP reloads (a bad config or list keeps the old one serving), SIGTERM/SIGINT stop
@@ -79,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Load FILE with the server's own loader; print every problem; exit 1 if any.",
     )
     c.add_argument("file", metavar="FILE")
+    _add_policy_verbs(sub)
     return p
 
 
@@ -140,6 +163,566 @@ def _check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- pause, allow, resume, overrides, explain ------------------------------------------------
+#
+# Every one takes --config (for the state directory and the groups) and --json. On success stdout
+# holds the result (one JSON object with --json); on failure stderr says why and stdout is empty.
+
+PAUSE_EPILOG = """\
+examples:
+  guardian-dns pause --group kids                     # 15 minutes, the default
+  guardian-dns pause --client 192.168.1.23 --for 1h30m
+  guardian-dns pause --client aa:bb:cc:dd:ee:01 --for 2h --who "dad"
+  guardian-dns pause --group kids --for 15m --json
+
+A second pause of the same target replaces the first (its time is not added).
+Durations: 90s, 45m, 2h, 1h30m, 1d; at least 1 minute, at most 7 days.
+exit codes: 0 paused, 1 error (unknown group, bad config, state file unusable), 2 bad command line
+"""
+
+ALLOW_EPILOG = """\
+examples:
+  guardian-dns allow youtube.com --for 45m --group kids
+  guardian-dns allow khanacademy.org kastatic.org --for 2h --client 192.168.1.23
+  guardian-dns allow youtube.com --for 1h --group kids --json
+
+An allow covers the name and every name below it (youtube.com covers www.youtube.com).
+Allowing the same name for the same target again replaces the earlier allow.
+Permanent allows are not available yet: --for is required.
+exit codes: 0 allowed, 1 error (a bad name: nothing is written), 2 bad command line
+"""
+
+RESUME_EPILOG = """\
+examples:
+  guardian-dns resume 3f9a1c2e                        # one override, by the id pause/allow printed
+  guardian-dns resume --group kids                    # every pause and allow of the group
+  guardian-dns resume --client 192.168.1.23
+  guardian-dns resume --all
+
+exit codes: 0 ended, 1 nothing matched (nothing is changed), 2 bad command line
+"""
+
+OVERRIDES_EPILOG = """\
+examples:
+  guardian-dns overrides
+  guardian-dns overrides --config /etc/guardian-dns/guardian.yaml --json
+
+exit codes: 0 listed (also when there are none), 1 error (bad config, unreadable state file)
+"""
+
+EXPLAIN_EPILOG = """\
+examples:
+  guardian-dns explain www.youtube.com --client 192.168.1.23
+  guardian-dns explain roblox.com --group kids --at "2026-11-24 21:30"
+  guardian-dns explain example.com --client aa:bb:cc:dd:ee:01 --at 07:15 --json
+
+It builds the lists in this process and asks the server's own decision function, with the
+overrides in force at that instant. It cannot know a client's budget use today: a name blocked
+only by a budgeted category shows as allowed while the budget lasts.
+exit codes: 0 answered (whatever the verdict), 1 config or list error, 2 bad command line
+(a bad name, a bad --at, an unknown group)
+"""
+
+_DURATION_RE: Final = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?\Z")
+DEFAULT_PAUSE_SECONDS: Final = 15 * 60
+
+
+class _Refused(Exception):
+    """A policy verb cannot do what was asked: the message for stderr and the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.hint = hint
+
+
+def _duration(text: str) -> float:
+    """``--for``: seconds, from ``90s``, ``45m``, ``2h``, ``1h30m`` or ``1d``."""
+    from guardian_dns.usage import MAX_OVERRIDE_MINUTES
+
+    m = _DURATION_RE.match(text.strip().lower())
+    if m is None or not any(m.groups()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a duration such as 15m, 2h, 1h30m or 90s"
+        )
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
+    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total < 60:
+        raise argparse.ArgumentTypeError(f"{text!r}: an override lasts at least 1 minute")
+    if total > MAX_OVERRIDE_MINUTES * 60:
+        raise argparse.ArgumentTypeError(f"{text!r}: an override lasts at most 7 days (7d)")
+    return float(total)
+
+
+def _client_arg(text: str) -> str:
+    from guardian_dns.overrides import client_target
+
+    try:
+        return client_target(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_policy_verbs(sub: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML config: the groups and the state directory (default: the embedded one)",
+    )
+    common.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    def target(p: argparse.ArgumentParser, required: bool) -> None:
+        g = p.add_mutually_exclusive_group(required=required)
+        g.add_argument(
+            "--client", type=_client_arg, metavar="IP|MAC", help="one device, by address or MAC"
+        )
+        g.add_argument("--group", metavar="GROUP", help="every device of a group")
+
+    who_help = "who did it, for the overrides list (default: $SUDO_USER or the login user)"
+    p = sub.add_parser(
+        "pause",
+        parents=[common],
+        help="stop filtering for a device or a group for a while",
+        description="Stop all filtering for one device or one group, for a while.",
+        epilog=PAUSE_EPILOG,
+        formatter_class=raw,
+    )
+    p.add_argument(
+        "--for",
+        dest="duration",
+        type=_duration,
+        default=float(DEFAULT_PAUSE_SECONDS),
+        metavar="DURATION",
+        help="how long (default 15m)",
+    )
+    target(p, True)
+    p.add_argument("--who", metavar="TEXT", help=who_help)
+
+    a = sub.add_parser(
+        "allow",
+        parents=[common],
+        help="let names through for a device or a group for a while",
+        description="Let NAME and every name below it through, for a while.",
+        epilog=ALLOW_EPILOG,
+        formatter_class=raw,
+    )
+    a.add_argument("names", nargs="+", metavar="NAME", help="a domain such as youtube.com")
+    a.add_argument("--for", dest="duration", type=_duration, metavar="DURATION", help="how long")
+    target(a, True)
+    a.add_argument("--who", metavar="TEXT", help=who_help)
+
+    r = sub.add_parser(
+        "resume",
+        parents=[common],
+        help="end pauses and allows before their time",
+        description="End pauses and temporary allows: by id, by device or group, or all.",
+        epilog=RESUME_EPILOG,
+        formatter_class=raw,
+    )
+    r.add_argument("ids", nargs="*", metavar="ID", help="ids as 'overrides' lists them")
+    target(r, False)
+    r.add_argument("--all", action="store_true", help="every pause and allow in force")
+
+    sub.add_parser(
+        "overrides",
+        parents=[common],
+        help="list the pauses and temporary allows in force",
+        description="List the pauses and temporary allows in force, with when each ends.",
+        epilog=OVERRIDES_EPILOG,
+        formatter_class=raw,
+    )
+
+    e = sub.add_parser(
+        "explain",
+        parents=[common],
+        help="say why a name is blocked or allowed for a device at a time",
+        description="Why NAME gets its answer: client, group, schedule, overrides, list rules.",
+        epilog=EXPLAIN_EPILOG,
+        formatter_class=raw,
+    )
+    e.add_argument("name", metavar="NAME", help="the name asked for, such as www.youtube.com")
+    e.add_argument("--client", type=_client_arg, metavar="IP|MAC", help="the asking device")
+    e.add_argument("--group", metavar="GROUP", help="explain for this group (wins over --client)")
+    e.add_argument(
+        "--at",
+        metavar="TIME",
+        help="local time in the policy's zone, '2026-11-24 21:30' or '21:30' (default: now)",
+    )
+
+
+def _run_policy_verb(args: argparse.Namespace, handler: Callable[[argparse.Namespace], int]) -> int:
+    """The CLI edge of the policy verbs: every error becomes a message and an exit code."""
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s: %(message)s")
+    try:
+        return handler(args)
+    except _Refused as exc:
+        print(f"guardian-dns {args.verb}: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.code
+    except ConfigError as exc:
+        for prob in exc.problems:
+            print(f"guardian-dns: {prob}", file=sys.stderr)
+        print(
+            "hint: fix the lines above, then run 'guardian-dns check-config FILE'", file=sys.stderr
+        )
+        return EXIT_ERROR
+    except GuardianError as exc:
+        print(f"guardian-dns {args.verb}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # the state directory itself (its owner cannot be taken on, ...)
+        print(f"guardian-dns {args.verb}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _policy_config(args: argparse.Namespace) -> Config:
+    return load_config(args.config) if args.config else default_config()
+
+
+def _state_directory(cfg: Config) -> str:
+    from guardian_dns.compile import state_dir
+
+    return state_dir(cfg.server.state_dir, cfg.base_dir)
+
+
+def _zone(cfg: Config) -> ZoneInfo:
+    """The policies' zone (as ``policy.compile_policies`` picks it), without building lists."""
+    from zoneinfo import ZoneInfo
+
+    from guardian_dns.policy import system_timezone
+
+    return ZoneInfo(cfg.policy.timezone) if cfg.policy.timezone else system_timezone()
+
+
+def _group_names(cfg: Config) -> list[str]:
+    names = [g.name for g in cfg.policy.groups]
+    return names if DEFAULT_GROUP in names else [DEFAULT_GROUP, *names]
+
+
+def _target(args: argparse.Namespace, cfg: Config) -> tuple[TargetKind, str]:
+    """(target kind, target) of --client/--group; a group must exist in the config."""
+    if args.client is not None:
+        return "client", str(args.client)
+    known = _group_names(cfg)
+    if args.group not in known:
+        close = difflib.get_close_matches(args.group, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise _Refused(f"no group {args.group!r} in {cfg.source} ({hint}known: {', '.join(known)})")
+    return "group", str(args.group)
+
+
+def _who(args: argparse.Namespace) -> str | None:
+    from guardian_dns.usage import MAX_WHO
+
+    if args.who is not None:
+        if len(args.who) > MAX_WHO:
+            raise _Refused(f"--who: at most {MAX_WHO} characters", EXIT_USAGE)
+        return args.who or None
+    user = os.environ.get("SUDO_USER")
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+            user = f"uid {os.getuid()}"
+    if os.environ.get("SSH_CONNECTION"):
+        user += " via ssh"
+    return user[:MAX_WHO]
+
+
+def _override_json(o: Override, tz: ZoneInfo, now: float) -> dict[str, Any]:
+    from datetime import datetime
+
+    return {
+        **o.as_json(),
+        "expires_local": datetime.fromtimestamp(o.expires, tz).isoformat(),
+        "remaining_seconds": max(0.0, round(o.expires - now, 3)),
+    }
+
+
+def _ends(o: Override, tz: ZoneInfo, now: float) -> str:
+    from guardian_dns.explain import from_now, local_time
+
+    return f"{local_time(o.expires, tz)}, {from_now(o.expires, now)}"
+
+
+def _is_address(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _config_flag(args: argparse.Namespace) -> str:
+    return f" --config {args.config}" if args.config else ""
+
+
+def _print_json(doc: dict[str, Any]) -> None:
+    print(json.dumps(doc, indent=2, sort_keys=False))
+
+
+def _end_same(
+    ov: Overrides, now: float, kind: str, tk: str, target: str, domain: str | None
+) -> list[str]:
+    """End the overrides a new one replaces (same kind, target and domain); their ids."""
+    same = [
+        o.id
+        for o in ov.active(now)
+        if (o.kind, o.target_kind, o.target, o.domain) == (kind, tk, target, domain)
+    ]
+    for override_id in same:
+        ov.remove(override_id)
+    return same
+
+
+def _pause(args: argparse.Namespace) -> int:
+    from guardian_dns.overrides import edit_overrides, overrides_path
+
+    cfg = _policy_config(args)
+    tk, target = _target(args, cfg)
+    who = _who(args)
+    directory = _state_directory(cfg)
+    now = time.time()
+
+    def change(ov: Overrides) -> tuple[Override, list[str]]:
+        replaced = _end_same(ov, now, "pause", tk, target, None)
+        return ov.add("pause", tk, target, None, now, args.duration / 60, who), replaced
+
+    new, replaced = edit_overrides(directory, now, change)
+    tz = _zone(cfg)
+    if args.json:
+        _print_json(
+            {
+                "added": [_override_json(new, tz, now)],
+                "replaced": replaced,
+                "file": overrides_path(directory),
+            }
+        )
+        return EXIT_OK
+    print(f"paused filtering for {tk} {target!r} until {_ends(new, tz, now)}; id {new.id}")
+    if replaced:
+        print(f"(replaces {', '.join(replaced)})")
+    print(f"end it early: guardian-dns resume {new.id}{_config_flag(args)}")
+    return EXIT_OK
+
+
+def _allow(args: argparse.Namespace) -> int:
+    from guardian_dns.overrides import edit_overrides, overrides_path
+    from guardian_dns.usage import check_domain
+
+    if args.duration is None:
+        raise _Refused(
+            "permanent allows are not available yet",
+            EXIT_USAGE,
+            hint=f"allow it for a while: guardian-dns allow {args.names[0]} --for 45m ...",
+        )
+    domains: list[str] = []
+    bad: list[str] = []
+    for text in args.names:
+        name = text.strip().lower()
+        name = name[:-1] if name.endswith(".") else name
+        try:
+            check_domain(name)
+        except ValueError as exc:
+            bad.append(str(exc))
+            continue
+        if name not in domains:
+            domains.append(name)
+    if bad:
+        raise _Refused("; ".join(bad) + " (nothing was allowed)")
+    cfg = _policy_config(args)
+    tk, target = _target(args, cfg)
+    who = _who(args)
+    directory = _state_directory(cfg)
+    now = time.time()
+
+    def change(ov: Overrides) -> tuple[list[Override], list[str]]:
+        added, replaced = [], []
+        for domain in domains:
+            replaced += _end_same(ov, now, "allow", tk, target, domain)
+            added.append(ov.add("allow", tk, target, domain, now, args.duration / 60, who))
+        return added, replaced
+
+    added, replaced = edit_overrides(directory, now, change)
+    tz = _zone(cfg)
+    if args.json:
+        _print_json(
+            {
+                "added": [_override_json(o, tz, now) for o in added],
+                "replaced": replaced,
+                "file": overrides_path(directory),
+            }
+        )
+        return EXIT_OK
+    for o in added:
+        print(f"allowed {o.domain} for {tk} {target!r} until {_ends(o, tz, now)}; id {o.id}")
+    if replaced:
+        print(f"(replaces {', '.join(replaced)})")
+    ids = " ".join(o.id for o in added)
+    print(f"end it early: guardian-dns resume {ids}{_config_flag(args)}")
+    return EXIT_OK
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from guardian_dns.explain import override_text
+    from guardian_dns.overrides import edit_overrides
+
+    ids = list(dict.fromkeys(i.strip().lower() for i in args.ids))
+    has_target = args.client is not None or args.group is not None
+    if sum((bool(ids), has_target, args.all)) != 1:
+        raise _Refused(
+            "name what to end: IDs, --client or --group, or --all (one of them)", EXIT_USAGE
+        )
+    cfg = _policy_config(args)
+    tk, target = ("client", args.client) if args.client is not None else ("group", args.group)
+    directory = _state_directory(cfg)
+    now = time.time()
+
+    def change(ov: Overrides) -> tuple[list[Override], list[str]]:
+        active = ov.active(now)
+        if ids:
+            missing = [i for i in ids if ov.get(i) is None]
+            if missing:
+                return [], missing  # all or nothing: a typo must not end half of what was meant
+            chosen = [o for o in active if o.id in ids]
+        elif args.all:
+            chosen = active
+        else:
+            chosen = [o for o in active if o.target_kind == tk and o.target == target]
+        for o in chosen:
+            ov.remove(o.id)
+        return chosen, []
+
+    ended, missing = edit_overrides(directory, now, change)
+    listing = f"guardian-dns overrides{_config_flag(args)} lists them"
+    if missing:
+        raise _Refused(
+            f"no override in force with id {', '.join(missing)}; nothing was ended", hint=listing
+        )
+    if not ended:
+        what = "in force" if args.all else f"for {tk} {target!r}"
+        raise _Refused(f"no pause or allow {what}", hint=listing)
+    tz = _zone(cfg)
+    if args.json:
+        _print_json({"ended": [_override_json(o, tz, now) for o in ended]})
+        return EXIT_OK
+    for o in ended:
+        print(f"ended {o.id}: {override_text(o)} (it was to end {_ends(o, tz, now)})")
+    return EXIT_OK
+
+
+def _overrides(args: argparse.Namespace) -> int:
+    from guardian_dns.explain import from_now, local_time
+    from guardian_dns.overrides import overrides_path, read_overrides
+
+    cfg = _policy_config(args)
+    directory = _state_directory(cfg)
+    now = time.time()
+    ov, error = read_overrides(directory, now)
+    if error is not None:
+        raise _Refused(error, hint="fix or delete the file; pause and allow refuse to replace it")
+    active = ov.active(now)
+    tz = _zone(cfg)
+    if args.json:
+        _print_json(
+            {
+                "overrides": [_override_json(o, tz, now) for o in active],
+                "file": overrides_path(directory),
+                "now": now,
+            }
+        )
+        return EXIT_OK
+    if not active:
+        print("no pauses or temporary allows in force")
+        return EXIT_OK
+    rows = [("ID", "KIND", "TARGET", "DOMAIN", "ENDS", "", "WHO")]
+    for o in active:
+        rows.append(
+            (
+                o.id,
+                o.kind,
+                f"{o.target_kind} {o.target}",
+                o.domain or "-",
+                local_time(o.expires, tz),
+                from_now(o.expires, now),
+                o.who or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from guardian_dns import explain as ex
+    from guardian_dns.overrides import read_overrides
+    from guardian_dns.safesearch import load_table
+    from guardian_dns.snapshot import build_snapshot
+
+    try:
+        name = ex.normalise_name(args.name)
+    except ValueError as exc:
+        raise _Refused(str(exc), EXIT_USAGE) from None
+    cfg = _policy_config(args)
+    snap = build_snapshot(cfg, 0)
+    policies = snap.policies
+    notes: list[str] = []
+    try:
+        if args.group is not None:
+            ex.find_group(policies, args.group)
+        now = time.time()
+        t = now
+        if args.at is not None:
+            t, note = ex.parse_at(args.at, policies.tz, now)
+            if note:
+                notes.append(note)
+    except ValueError as exc:
+        raise _Refused(str(exc), EXIT_USAGE) from None
+    neighbours: dict[str, str] = {}
+    if args.client is not None and snap.clients.uses_macs and _is_address(args.client):
+        neighbours, note = ex.read_neighbours(cfg.policy.neighbour_table)
+        if note:
+            notes.append(note)
+    overrides, error = read_overrides(_state_directory(cfg), t)
+    if error is not None:
+        notes.append(f"overrides not applied: {error}")
+    table = None
+    if any(g.safe_search != "off" for g in policies.groups):
+        table = load_table()
+    explanation = ex.explain(
+        snap,
+        name,
+        t,
+        client=args.client,
+        group=args.group,
+        neighbours=neighbours,
+        overrides=overrides,
+        safe_search=table,
+        notes=notes,
+    )
+    if args.json:
+        _print_json(explanation.as_json())
+    else:
+        print(ex.render(explanation))
+    return EXIT_OK
+
+
+_POLICY_VERBS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
+    "pause": _pause,
+    "allow": _allow,
+    "resume": _resume,
+    "overrides": _overrides,
+    "explain": _explain,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -148,6 +731,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verb == "check-config":
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
         return _check_config(args)
+    handler = _POLICY_VERBS.get(args.verb)
+    if handler is not None:
+        return _run_policy_verb(args, handler)
     parser.print_help(sys.stderr)
     return EXIT_USAGE
 
