@@ -22,6 +22,7 @@ Precedence, first match wins (tests/unit/test_policy.py checks each line):
 2. a group with ``filtering: false``: nothing is filtered;
 3. a temporary allow of the name (or a parent) for the client or its group;
 4. the group's own ``allow`` names, then its own ``block`` names (most specific first);
+   then, with safe search on, the search engines that have no DNS mechanism to enforce it;
 5. a ``block: "*"`` window: everything is blocked except the window's ``except`` names;
 6. the lists (``Filter.decide``) with the categories blocked now: the group's categories and
    services, plus those of active ``block`` windows, minus those of active ``allow`` windows;
@@ -48,6 +49,7 @@ from guardian_dns.config import (
     ListConfig,
 )
 from guardian_dns.filter import BLOCK, PASS
+from guardian_dns.safesearch import SafeSearchTable
 from guardian_dns.schedule import Schedule
 from guardian_dns.services import load_services, service_category
 from guardian_dns.trie import DomainTable
@@ -62,6 +64,8 @@ RULE_GROUP_BLOCK: Final = -7
 RULE_WINDOW_BLOCK: Final = -8
 RULE_WINDOW_EXCEPT: Final = -9
 RULE_BUDGET_SPENT: Final = -10
+RULE_SAFE_SEARCH: Final = -11
+RULE_SAFE_SEARCH_REWRITE: Final = -12
 RULE_NAMES: Final[dict[int, str]] = {
     -2: "built-in bypass protection",
     RULE_PAUSED: "filtering paused",
@@ -72,6 +76,8 @@ RULE_NAMES: Final[dict[int, str]] = {
     RULE_WINDOW_BLOCK: "schedule blocks everything",
     RULE_WINDOW_EXCEPT: "schedule exception",
     RULE_BUDGET_SPENT: "time budget spent",
+    RULE_SAFE_SEARCH: "safe search: this engine cannot enforce it, so it is blocked",
+    RULE_SAFE_SEARCH_REWRITE: "safe search: answered with the engine's enforcement name",
 }
 
 
@@ -128,7 +134,7 @@ def _suffixes(name: str) -> Iterable[str]:
         pos = name.find(".", pos + 1)
 
 
-def _match(name: str, names: frozenset[str] | dict[str, object]) -> str | None:
+def suffix_match(name: str, names: frozenset[str] | dict[str, object]) -> str | None:
     """The most specific of ``names`` that is ``name`` or a parent of it."""
     if not names:
         return None
@@ -179,6 +185,8 @@ class GroupPolicy:
     budgets: tuple[tuple[str, int, int], ...]  # (key, category mask, minutes per day)
     safe_search: str
     line: int = 0
+    # Safe search on engines that have no DNS mechanism (safesearch.SafeSearchTable): blocked.
+    safe_search_blocks: frozenset[str] = frozenset()
     budget_mask: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -214,12 +222,14 @@ class GroupPolicy:
                 block_all = True
                 except_names.update(w.except_names)
         mask &= ~allow_mask
+        # A budgeted key is soft (passes while minutes remain) only where nothing else blocks
+        # it now: homework's "block roblox" beats the daily Roblox budget while it lasts.
+        soft = self.budget_mask & ~allow_mask & ~mask
         if self.budget_mask:
-            mask |= self.budget_mask & ~allow_mask
             until = min(until, day_end)
         return State(
-            mask=mask,
-            soft_mask=self.budget_mask & mask,
+            mask=mask | soft,
+            soft_mask=soft,
             block_all=block_all,
             except_names=frozenset(except_names),
             paused=paused,
@@ -261,7 +271,7 @@ def decide(
     if not policy.filtering:
         return Verdict(PASS, RULE_UNFILTERED, 0)
     if state.temp_allow:
-        hit = _match(name, state.temp_allow)
+        hit = suffix_match(name, state.temp_allow)
         if hit is not None:
             return Verdict(PASS, RULE_TEMP_ALLOW, 0, matched=hit)
     if policy.allow_names or policy.block_names:
@@ -270,8 +280,12 @@ def decide(
                 return Verdict(PASS, RULE_GROUP_ALLOW, 0, matched=suffix)
             if suffix in policy.block_names:
                 return Verdict(BLOCK, RULE_GROUP_BLOCK, 0, matched=suffix)
+    if policy.safe_search_blocks:
+        hit = suffix_match(name, policy.safe_search_blocks)
+        if hit is not None:
+            return Verdict(BLOCK, RULE_SAFE_SEARCH, 0, matched=hit)
     if state.block_all:
-        hit = _match(name, state.except_names)
+        hit = suffix_match(name, state.except_names)
         if hit is None:
             verdict, rule, _mask = list_decide(name, state.mask)
             if verdict != PASS and verdict != BLOCK:
@@ -303,8 +317,16 @@ class Policies:
         raise KeyError(name)
 
 
-def compile_policies(config: Config, table: DomainTable, default_mask: int) -> Policies:
-    """Compile the config's groups against the table's category bits (config is validated)."""
+def compile_policies(
+    config: Config,
+    table: DomainTable,
+    default_mask: int,
+    safe_search: SafeSearchTable | None = None,
+) -> Policies:
+    """Compile the config's groups against the table's category bits (config is validated).
+
+    ``safe_search`` is the engines table, needed when a group turns safe search on.
+    """
     pol = config.policy
     tz = zoneinfo.ZoneInfo(pol.timezone) if pol.timezone else system_timezone()
     mask = table.mask_for
@@ -348,6 +370,11 @@ def compile_policies(config: Config, table: DomainTable, default_mask: int) -> P
                 budgets=budgets,
                 safe_search=g.safe_search,
                 line=g.line,
+                safe_search_blocks=(
+                    safe_search.unenforceable(e.name for e in safe_search.engines)
+                    if safe_search is not None and g.safe_search != "off"
+                    else frozenset()
+                ),
             )
         )
     by_name = {g.name: g for g in compiled}

@@ -244,3 +244,57 @@ def test_except_needs_block_everything(tmp_path: Path) -> None:
     text = CONFIG.replace('block: "*"\n          except:', "block: [games]\n          except:")
     with pytest.raises(ConfigError, match=r"only goes with block: \"\*\""):
         load_config_text(text, "family.yaml", str(tmp_path))
+
+
+BUDGET_AND_BLOCK = """
+blocking:
+  lists:
+    - {file: games.txt, category: games}
+policy:
+  timezone: Europe/London
+  schedules:
+    homework: mon-thu 16:00-18:00
+  groups:
+    teens:
+      clients: [192.168.1.80/28]
+      block_categories: []
+      safe_search: moderate
+      budgets:
+        games: 60
+        service:roblox: 30
+      schedules:
+        - during: homework
+          block: [service:roblox]
+"""
+
+
+def test_a_block_beats_the_budget_of_the_same_key(tmp_path: Path) -> None:
+    """Homework's "block roblox" holds even though Roblox has minutes left today."""
+    (tmp_path / "games.txt").write_text("games.test\n")
+    cfg = load_config_text(BUDGET_AND_BLOCK, str(tmp_path / "g.yaml"), str(tmp_path))
+    snap = build_snapshot(cfg, 1)
+    got = ask(snap, "teens", "www.roblox.com", "2026-11-23 12:00")
+    assert got.verdict == PASS and got.budget == ("service:roblox",), got
+    got = ask(snap, "teens", "www.roblox.com", "2026-11-23 16:30")
+    assert got.verdict == BLOCK and got.budget == (), got
+    got = ask(snap, "teens", "games.test", "2026-11-23 16:30")
+    assert got.verdict == PASS and got.budget == ("games",), "games keep their own budget"
+
+
+def test_safe_search_blocks_engines_it_cannot_enforce(tmp_path: Path) -> None:
+    """An engine without a DNS mechanism is blocked for a group with safe search on (and only
+    then); a pause still comes first."""
+    from guardian_dns.policy import RULE_SAFE_SEARCH
+    from guardian_dns.safesearch import load_table
+
+    table = load_table()
+    blocked = sorted(n for e in table.engines if not e.enforceable for n in e.names)
+    assert blocked, "the bundled table lists engines without a mechanism"
+    (tmp_path / "games.txt").write_text("games.test\n")
+    cfg = load_config_text(BUDGET_AND_BLOCK, str(tmp_path / "g.yaml"), str(tmp_path))
+    snap = build_snapshot(cfg, 1)
+    got = ask(snap, "teens", blocked[0], "2026-11-23 12:00")
+    assert (got.verdict, got.rule) == (BLOCK, RULE_SAFE_SEARCH), got
+    assert ask(snap, "default", blocked[0], "2026-11-23 12:00").verdict == PASS
+    got = ask(snap, "teens", blocked[0], "2026-11-23 12:00", paused=True)
+    assert got.verdict == PASS
