@@ -32,6 +32,7 @@ _FIXED = struct.Struct("!HHIH")
 
 
 _FOREVER = float("inf")  # an entry valid until its generation is replaced
+_REWRITE_TTL = 300  # CNAME TTL of a rewrite whose target answer has no records
 
 
 @dataclass(frozen=True)
@@ -387,3 +388,94 @@ def any_entry(do: bool, now: float, gen: int, ttl: int) -> Entry:
         gen=gen,
         opt=wire.opt_record(do),
     )
+
+
+def _records(body: bytes, count: int) -> list[tuple[bytes, bytes]]:
+    """Split an entry body into (owner, rest of the record) pairs.
+
+    Owners in our bodies are either the pointer to the question (``_QPTR``) or a whole name
+    without compression (``_body`` writes nothing else), so this needs no packet context.
+    """
+    out = []
+    pos = 0
+    for _ in range(count):
+        start = pos
+        if body[pos] & 0xC0 == 0xC0:
+            pos += 2
+        else:
+            while body[pos]:
+                pos += body[pos] + 1
+            pos += 1
+        owner = body[start:pos]
+        rdlen = (body[pos + 8] << 8) | body[pos + 9]
+        end = pos + 10 + rdlen
+        out.append((owner, body[pos:end]))
+        pos = end
+    return out
+
+
+def rewritten(target: Entry, target_wire: bytes, now: float, gen: int, rule: int) -> Entry:
+    """Safe search: the question's answer as ``CNAME target`` plus the target's own answer.
+
+    ``target`` is the cached answer for the enforcement name (forcesafesearch.google.com) and the
+    same type; its owner pointers become the target name written out, since the question at
+    offset 12 is now the name the client asked for. The CNAME's TTL is the target's shortest.
+    """
+    body = target.body_at(now)
+    records = _records(body, target.ancount + target.nscount)
+    ttl = min((t for _off, t in target.ttls), default=_REWRITE_TTL)
+    age = int(now - target.stored)
+    ttl = max(ttl - age, 0) if target.ttls else _REWRITE_TTL
+    out = bytearray(_QPTR)
+    ttls = [(len(out) + 4, ttl)]
+    out += _FIXED.pack(wire.T_CNAME, wire.C_IN, ttl, len(target_wire)) + target_wire
+    for owner, rest in records:
+        out += target_wire if owner == _QPTR else owner
+        ttls.append((len(out) + 4, struct.unpack_from("!I", rest, 4)[0]))
+        out += rest
+    remaining = max(target.expires - now, 0.0)
+    return Entry(
+        body=bytes(out),
+        ancount=1 + target.ancount,
+        nscount=target.nscount,
+        rflags=target.rflags,
+        ttls=tuple(ttls),
+        stored=now,
+        expires=now + remaining,
+        stale_until=target.stale_until,
+        kind=target.kind,
+        gen=gen,
+        opt=target.opt,
+        rule=rule,
+    )
+
+
+def capped(entry: Entry, ttl: int) -> Entry:
+    """``entry`` with no TTL above ``ttl``: an answer must not outlive the policy state it was
+    allowed under (a window that opens at 21:00 blocks it then, whatever the record's TTL)."""
+    if not entry.ttls or all(t <= ttl for _off, t in entry.ttls):
+        return entry
+    buf = bytearray(entry.body)
+    ttls = []
+    for off, t in entry.ttls:
+        t = min(t, ttl)
+        wire.pack_u32_into(buf, off, t)
+        ttls.append((off, t))
+    new = Entry(
+        body=bytes(buf),
+        ancount=entry.ancount,
+        nscount=entry.nscount,
+        rflags=entry.rflags,
+        ttls=tuple(ttls),
+        stored=entry.stored,
+        expires=min(entry.expires, entry.stored + ttl),
+        stale_until=entry.stale_until,
+        kind=entry.kind,
+        gen=entry.gen,
+        opt=entry.opt,
+        rule=entry.rule,
+        category=entry.category,
+    )
+    new.chain = entry.chain
+    new.budget = entry.budget
+    return new

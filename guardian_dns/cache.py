@@ -33,6 +33,7 @@ class Entry:
     __slots__ = (
         "ancount",
         "body",
+        "budget",
         "category",
         "chain",
         "expires",
@@ -83,6 +84,9 @@ class Entry:
         # it may keep serving this entry instead of asking upstream again.
         self.chain: tuple[str, ...] = ()
         self.category = category
+        # Budget keys a group counts this answer against (policy.py): every hit is recorded for
+        # the asking client, and such an answer never enters the packet cache.
+        self.budget: tuple[str, ...] = ()
         self.memo_age = 0
         self.memo_body = body
         self.recheck_at = 0.0

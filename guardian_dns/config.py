@@ -200,6 +200,7 @@ class PolicyConfig:
 
     timezone: str | None = None  # schedules and budgets; None: the system's (TZ, /etc/localtime)
     neighbour_table: str = "/proc/net/arp"  # MAC lookups: a file, or "ip" (ip neigh: IPv6 too)
+    neighbour_refresh: float = 10.0  # seconds between reads of the neighbour table
     default_group: str = DEFAULT_GROUP  # what an unknown client gets
     schedules: tuple[tuple[str, tuple[str, ...], int], ...] = ()  # (name, specs, line)
     devices: tuple[tuple[str, tuple[str, ...], int], ...] = ()  # (name, members, line)
@@ -879,11 +880,30 @@ class _Reader:
         if not isinstance(value, _LineMap):
             self.problem(line, "policy", f"expected a mapping, got {_describe(value)}")
             return base
-        known = ("timezone", "neighbour_table", "default_group", "schedules", "devices", "groups")
+        known = (
+            "timezone",
+            "neighbour_table",
+            "neighbour_refresh",
+            "default_group",
+            "schedules",
+            "devices",
+            "groups",
+        )
         changes: dict[str, Any] = {}
         for key, raw, key_line in self.keys(value, "policy", known):
             path = f"policy.{key}"
-            if key in ("timezone", "neighbour_table", "default_group"):
+            if key == "neighbour_refresh":
+                if (
+                    isinstance(raw, bool)
+                    or not isinstance(raw, int | float)
+                    or not 1 <= raw <= 3600
+                ):
+                    self.problem(
+                        key_line, path, f"expected seconds from 1 to 3600, got {_describe(raw)}"
+                    )
+                    continue
+                changes[key] = float(raw)
+            elif key in ("timezone", "neighbour_table", "default_group"):
                 if raw is None and key == "timezone":
                     continue
                 if not isinstance(raw, str) or not raw:

@@ -21,11 +21,12 @@ import logging
 import socket
 import struct
 import typing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from guardian_dns import wire
 
 if TYPE_CHECKING:
+    from guardian_dns.contexts import Context
     from guardian_dns.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -45,47 +46,59 @@ class ListenerStats:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
 
-class Gate:
-    """ACL and rate-limit class per address, memoised: parsing an address per packet would cost
-    more than answering it.
+# What the gate knows about an address: False (refused), or the rate-limit bucket it counts
+# against (None: not rate limited) and its policy context (contexts.py).
+Admission = Literal[False] | tuple[str | None, "Context"]
 
-    The memo maps an address to False (refused), True (allowed, not rate limited) or a string,
-    the rate-limit bucket it counts against (the address, or its /64 for IPv6 so a device cannot
-    escape by rotating privacy addresses). Buckets count UDP queries in a fixed one-second
-    window (RFC 5358 section 4, BCP 140: a resolver must not be a flood amplifier).
+
+class Gate:
+    """ACL, rate-limit class and policy context per address, memoised: parsing an address and
+    matching it against the groups per packet would cost more than answering it.
+
+    The memo maps an address to False (refused) or to (bucket, context). The bucket is what the
+    address counts against when rate limited (the address, or its /64 for IPv6 so a device
+    cannot escape by rotating privacy addresses); buckets count UDP queries in a fixed
+    one-second window (RFC 5358 section 4, BCP 140: a resolver must not be a flood amplifier).
+    The memo is dropped whenever what it was computed from changes: a reload, the neighbour
+    table (a device's MAC moved to another address), or the overrides (a client paused alone).
     """
 
     def __init__(self, pipeline: Pipeline, stats: ListenerStats) -> None:
         self.pipeline = pipeline
         self.stats = stats
-        self.memo: dict[str, bool | str] = {}
+        self.memo: dict[str, Admission] = {}
+        pipeline.gates.append(self)  # reset by every snapshot swap
         self.counts: dict[str, int] = {}
         self.limit = 0
         self.reset()
 
     def reset(self) -> None:
-        """Forget every classification: the snapshot (ACL, limits) changed."""
+        """Forget every classification: the snapshot, neighbours or overrides changed."""
         self.memo = {}
         self.limit = self.pipeline.snap.config.server.rate_limit
 
     def new_window(self) -> None:
         self.counts = {}
 
-    def classify(self, ip: str) -> bool | str:
-        snap = self.pipeline.snap
-        verdict: bool | str = snap.client_allowed(ip)
-        if verdict and self.limit and not snap.rate_limit_exempt(ip):
-            verdict = snap.rate_bucket(ip)
+    def classify(self, ip: str) -> Admission:
+        pipeline = self.pipeline
+        snap = pipeline.snap
+        verdict: Admission = False
+        if snap.client_allowed(ip):
+            bucket = None
+            if self.limit and not snap.rate_limit_exempt(ip):
+                bucket = snap.rate_bucket(ip)
+            verdict = (bucket, pipeline.contexts.for_client(ip))
         if len(self.memo) >= _ACL_MEMO_MAX:
             self.memo = {}
         self.memo[ip] = verdict
         return verdict
 
-    def allowed(self, ip: str) -> bool:
+    def admit(self, ip: str) -> Admission:
         verdict = self.memo.get(ip)
         if verdict is None:
             verdict = self.classify(ip)
-        return verdict is not False
+        return verdict
 
 
 def bind_socket(host: str, port: int, kind: int) -> socket.socket:
@@ -143,7 +156,6 @@ class UdpListener:
         add_reply = replies.append
         pipeline = self.pipeline
         handle = pipeline.handle
-        packet = pipeline.packets.data.get
         counts_by_reason = pipeline.counts
         by_category = pipeline.blocked_by_category
         log_append = pipeline.qlog.append
@@ -174,13 +186,14 @@ class UdpListener:
                 gate.stats.drop("acl-refused")
                 resp: bytes | None = wire.error_reply(data, wire.REFUSED)
             else:
-                if ok is not True:  # a rate-limited client: ok is its bucket
-                    n = counts.get(ok, 0) + 1
-                    counts[ok] = n
+                bucket, ctx = ok
+                if bucket is not None:  # a rate-limited client
+                    n = counts.get(bucket, 0) + 1
+                    counts[bucket] = n
                     if n > gate.limit:
                         gate.stats.drop("ratelimit")
                         continue
-                hit = packet(data[2:])
+                hit = ctx.packets.data.get(data[2:])
                 if hit is not None and now < hit[0]:
                     # The same question, byte for byte, was answered moments ago (cache.py).
                     resp = data[:2] + hit[1]
@@ -190,7 +203,7 @@ class UdpListener:
                     log_append((now, ip, data, hit[2], hit[3]))
                 else:
                     try:
-                        resp = handle(data, ip, now, self, addr)
+                        resp = handle(data, ip, now, self, addr, ctx)
                     except Exception:
                         log.exception("internal error on a query from %s", ip)
                         pipeline.counts[8] += 1
@@ -249,7 +262,7 @@ class TcpConnection(asyncio.Protocol):
         self.ip = peer[0] if peer else ""
         st = self.state
         cfg = st.pipeline.snap.config.server
-        if not st.gate.allowed(self.ip):
+        if st.gate.admit(self.ip) is False:
             st.gate.stats.drop("acl")
             transport.abort()
             return
@@ -303,7 +316,9 @@ class TcpConnection(asyncio.Protocol):
             now = self.loop.time()
             self.deadline = now + self.idle
             try:
-                resp = pipeline.handle(msg, self.ip, now, self, None)
+                admission = self.state.gate.admit(self.ip)
+                ctx = admission[1] if admission is not False else None
+                resp = pipeline.handle(msg, self.ip, now, self, None, ctx)
             except Exception:
                 log.exception("internal error on a TCP query from %s", self.ip)
                 pipeline.counts[8] += 1

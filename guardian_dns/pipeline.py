@@ -26,8 +26,12 @@ it); its first UDP attempt runs on callbacks from the upstream pool, and only th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
 import struct
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from guardian_dns import answer, wire
@@ -39,11 +43,14 @@ from guardian_dns.cache import (
     Entry,
     PacketCache,
 )
+from guardian_dns.contexts import Context, Contexts, budget_limits
 from guardian_dns.errors import UpstreamError
 from guardian_dns.filter import BLOCK, LOCAL_NODATA, LOCAL_NXDOMAIN, PASS
+from guardian_dns.policy import RULE_BUDGET_SPENT, RULE_SAFE_SEARCH_REWRITE
 from guardian_dns.querylog import QueryLog
 from guardian_dns.snapshot import Snapshot
 from guardian_dns.upstream import RETRY_RCODES, UpstreamPool
+from guardian_dns.usage import Budgets, Overrides
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +97,32 @@ class Responder(Protocol):
 class Pipeline:
     """Runs queries against the current snapshot. Survives reloads; the snapshot is swapped."""
 
-    def __init__(self, snap: Snapshot, upstream: UpstreamPool, qlog: QueryLog) -> None:
+    def __init__(
+        self,
+        snap: Snapshot,
+        upstream: UpstreamPool,
+        qlog: QueryLog,
+        *,
+        overrides: Overrides | None = None,
+        budgets: Budgets | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         # Kept, not looked up: CPython 3.11's get_running_loop() costs a getpid() syscall.
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self.cache = AnswerCache(snap.config.cache.size)
-        self.packets = PacketCache(snap.config.cache.size)
         self.qlog = qlog
         self.counts = [0] * len(REASONS)
-        self.blocked_by_category = [0] * 64
+        self.blocked_by_category = [0] * 80  # 64 list categories at most, then "policy"
+        # Generations of every context of every snapshot come from this one counter, so an
+        # entry's generation says both which context state and which snapshot it was made under.
+        self.gens = itertools.count(1)
+        self.revalidate_from = 0
+        self.clock = clock  # wall time (Unix), for schedules and budgets; injectable for tests
+        self.wall_offset = clock() - self.loop.time()
+        self.overrides = overrides if overrides is not None else Overrides()
+        self.budgets = budgets if budgets is not None else Budgets(snap.policies.tz, {})
+        self.neighbours: dict[str, str] = {}
+        self.gates: list[Any] = []  # listener.Gate memos of ip -> context, reset on swap
         self.malformed: dict[str, int] = {}
         self.inflight: dict[bytes, _Flight] = {}
         self.coalesced = 0
@@ -116,8 +141,17 @@ class Pipeline:
             and old.upstreams == snap.upstreams
         )
         self.snap = snap
-        self.gen = snap.gen
         self.upstream = upstream
+        gen = next(self.gens)
+        if not self.revalidate:
+            self.revalidate_from = gen
+        self.budgets.set_limits(budget_limits(snap))
+        self.contexts = Contexts(
+            snap, self.budgets, self.overrides, self.gens, self.wall(), self.neighbours
+        )
+        self.main = self.contexts.default
+        for gate in self.gates:
+            gate.reset()
         self.udp_max = snap.config.server.udp_max_size
         cc = snap.config.cache
         self.serve_stale = cc.serve_stale
@@ -125,22 +159,72 @@ class Pipeline:
         self.stale_wait = cc.stale_client_timeout
         if self.cache.size != cc.size:
             self.cache.size = cc.size
-        self.packets.size = cc.size
-        self.packets.clear()
+
+    def set_neighbours(self, neighbours: Any) -> None:
+        """A new IP -> MAC mapping: clients are matched to groups again."""
+        self.neighbours = neighbours
+        self.contexts.neighbours = neighbours
+        for gate in self.gates:
+            gate.reset()
+
+    def set_overrides(self, overrides: Overrides) -> None:
+        """New temporary allows and pauses (the CLI wrote them): states and memos are redone."""
+        self.overrides = overrides
+        self.contexts.overrides = overrides
+        self.contexts.overrides_changed(self.wall())
+        for gate in self.gates:
+            gate.reset()
+
+    @property
+    def packets(self) -> PacketCache:
+        """The packet cache of the default group's context."""
+        return self.main.packets
+
+    def wall(self) -> float:
+        """Wall-clock (Unix) time now, as schedules and budgets count it."""
+        return self.loop.time() + self.wall_offset
+
+    def tick(self) -> bool:
+        """Once a second and at each context's change: re-sync the wall clock (it may be stepped
+        by NTP; the loop's clock is monotonic) and install states that are due. True if any
+        context changed."""
+        self.wall_offset = self.clock() - self.loop.time()
+        wall = self.wall()
+        if wall < self.contexts.next_change:
+            return False
+        return self.contexts.refresh(wall)
 
     # -- the hot path ----------------------------------------------------------------------------
     def handle(
-        self, data: bytes, client: str, now: float, out: Responder, addr: object
+        self,
+        data: bytes,
+        client: str,
+        now: float,
+        out: Responder,
+        addr: object,
+        ctx: Context | None = None,
     ) -> bytes | None:
-        """Answer now (bytes) or later through ``out.send`` (None). Never raises on bad input."""
+        """Answer now (bytes) or later through ``out.send`` (None). Never raises on bad input.
+
+        ``ctx`` is the client's policy context (the listener's memo); None: the default group's.
+        """
         try:
             q = wire.parse_query(data)
         except wire.WireError as exc:
             self.counts[R_MALFORMED] += 1
             self.malformed[exc.reason] = self.malformed.get(exc.reason, 0) + 1
             return wire.error_reply(data, exc.rcode, exc.qend, exc.qend > 0, exc.do)
-        entry = self.cache.get(q[7])
-        if entry is not None and entry.gen == self.gen and now < entry.expires:
+        if ctx is None:
+            ctx = self.main
+        key = q[7] + ctx.tag
+        entry = self.cache.get(key)
+        if entry is not None and entry.gen == ctx.gen and now < entry.expires:
+            if entry.budget:
+                if self.contexts.over_budget(ctx, client, entry.budget, now + self.wall_offset):
+                    return self._budget_block(data, q, client, now, out, ctx)
+                self.counts[R_CACHED] += 1
+                self.qlog.append((now, client, data, R_CACHED, entry.rule))
+                return self._reply(data, q, entry, entry.body_at(now), entry.opt, out.udp)
             reason = _HIT_REASON[entry.kind]
             self.counts[reason] += 1
             if reason == R_BLOCKED:
@@ -154,9 +238,9 @@ class Pipeline:
                 if entry.ttls:
                     until = min(until, entry.stored + entry.memo_age + 1)
                 category = entry.category if reason == R_BLOCKED else -1
-                self.packets.put(data, (until, resp[2:], reason, entry.rule, category))
+                ctx.packets.put(data, (until, resp[2:], reason, entry.rule, category))
             return resp
-        return self._miss(data, q, entry, client, now, out, addr)
+        return self._miss(data, q, key, entry, client, now, out, addr, ctx)
 
     def _reply(
         self, data: bytes, q: wire.Query, entry: Entry, body: bytes, opt: bytes, udp: bool
@@ -189,11 +273,13 @@ class Pipeline:
         self,
         data: bytes,
         q: wire.Query,
+        key: bytes,
         entry: Entry | None,
         client: str,
         now: float,
         out: Responder,
         addr: object,
+        ctx: Context,
     ) -> bytes | None:
         snap = self.snap
         qtype = q[3]
@@ -203,42 +289,57 @@ class Pipeline:
             self.qlog.append((now, client, data, R_REFUSED, -1))
             return wire.error_reply(data, wire.REFUSED, q[2], q[5] >= 0, q[6])
         name = wire.qname_text(data, q[8])
-        verdict, rule, mask = snap.filter.decide(name)
+        budget: tuple[str, ...] = ()
+        if ctx.simple:
+            verdict, rule, mask = snap.filter.decide(name)
+        else:
+            verdict, rule, mask, budget = ctx.decide(name)
+            if budget and self.contexts.over_budget(ctx, client, budget, now + self.wall_offset):
+                return self._budget_block(data, q, client, now, out, ctx)
+        gen = ctx.gen
         new: Entry | None = None
         if verdict == BLOCK:
+            cat = snap.filter.category_index(mask) if mask else snap.policy_category
             if out.udp:
                 # Straight into the packet cache: no Entry, no LRU bookkeeping, and the answer
                 # cache keeps its room for forwarded answers.
-                cat = snap.filter.category_index(mask)
                 tmpl = snap.blocks.template(cat, qtype, q[6])
                 self.counts[R_BLOCKED] += 1
                 self.blocked_by_category[cat] += 1
                 self.qlog.append((now, client, data, R_BLOCKED, rule))
                 resp = self._reply(data, q, tmpl, tmpl.body, tmpl.opt, True)
-                self.packets.put(data, (_FOREVER, resp[2:], R_BLOCKED, rule, cat))
+                ctx.packets.put(data, (_FOREVER, resp[2:], R_BLOCKED, rule, cat))
                 return resp
-            new = self._blocked(mask, rule, qtype, q[6], now)
+            new = snap.blocks.entry(cat, qtype, q[6], now, gen, rule)
         elif verdict == LOCAL_NXDOMAIN:
-            new = answer.local_entry(wire.NXDOMAIN, q[6], now, self.gen, _LOCAL_TTL)
+            new = answer.local_entry(wire.NXDOMAIN, q[6], now, gen, _LOCAL_TTL)
         elif verdict == LOCAL_NODATA:
-            new = answer.local_entry(wire.NOERROR, q[6], now, self.gen, _LOCAL_TTL)
+            new = answer.local_entry(wire.NOERROR, q[6], now, gen, _LOCAL_TTL)
         elif qtype == wire.T_ANY:
-            new = answer.any_entry(q[6], now, self.gen, _LOCAL_TTL)
+            new = answer.any_entry(q[6], now, gen, _LOCAL_TTL)
+        elif ctx.rewrites and name in ctx.rewrites:
+            return self._rewrite(data, q, key, ctx.rewrites[name], client, now, out, addr, ctx)
         elif (
             entry is not None
             and entry.kind <= KIND_NEGATIVE
             and now < entry.expires
-            and self.revalidate
-            and self._chain_passes(entry.chain)
+            and entry.gen >= self.revalidate_from
+            and self._chain_passes(entry.chain, ctx)
         ):
-            # Cached under an older generation of the lists and still allowed under the new one:
-            # keep it rather than asking upstream again, so a reload does not flush the cache.
-            entry.gen = self.gen
+            # Cached under an older generation (of the lists, or of this context's schedule
+            # state) and still allowed under the new one: keep it rather than asking upstream
+            # again, so a reload or a window change does not flush the cache.
+            kept = self._capped(entry, ctx, now)
+            kept.gen = gen
+            kept.budget = budget
+            if kept is not entry:
+                self.cache.put(key, kept)
+                entry = kept
             self.counts[R_CACHED] += 1
             self.qlog.append((now, client, data, R_CACHED, entry.rule))
             return self._reply(data, q, entry, entry.body_at(now), entry.opt, out.udp)
         if new is not None:
-            self.cache.put(q[7], new)
+            self.cache.put(key, new)
             reason = _MISS_REASON[new.kind]
             self.counts[reason] += 1
             if reason == R_BLOCKED:
@@ -257,31 +358,102 @@ class Pipeline:
             if now < entry.recheck_at:
                 # The upstream failed for this name moments ago: answer stale without waiting.
                 return self._stale_reply(data, q, entry, client, now, out.udp)
-        waiter = (data, q, client, out, addr)
-        flight = self.inflight.get(q[7])
+        waiter = (data, q, client, out, addr, False)
+        flight = self.inflight.get(key)
         if flight is not None:
             flight.waiters.append(waiter)  # RFC 5452 5: one upstream query per question
             self.coalesced += 1
             return None
-        flight = _Flight(self, data[12 : q[2]], q, name, stale, now)
+        flight = _Flight(self, data[12 : q[2]], q, key, name, stale, now, ctx, budget)
         flight.waiters.append(waiter)
-        self.inflight[q[7]] = flight
-        loop = self.loop
-        if stale is not None:
+        self._launch(flight)
+        return None
+
+    def _launch(self, flight: _Flight) -> None:
+        self.inflight[flight.key] = flight
+        q = flight.q
+        if flight.stale is not None:
             # RFC 8767 client response timer: answer stale if the upstream is slow.
-            flight.timer = loop.call_later(self.stale_wait, self._stale_timer, flight)
+            flight.timer = self.loop.call_later(self.stale_wait, self._stale_timer, flight)
         flight.server = self.upstream.try_udp(flight.question, q[6], bool(q[1] & wire.F_CD), flight)
         if flight.server is None:
             self._slow(flight)
+
+    def _rewrite(
+        self,
+        data: bytes,
+        q: wire.Query,
+        key: bytes,
+        target: str,
+        client: str,
+        now: float,
+        out: Responder,
+        addr: object,
+        ctx: Context,
+    ) -> bytes | None:
+        """Safe search: answer ``CNAME target`` and the target's records, resolved upstream."""
+        question = wire.encode_name(target) + data[q[2] - 4 : q[2]]
+        tkey = question.lower() + (b"\x01" if q[6] else b"") + ctx.tag
+        found = self.cache.get(tkey)
+        if (
+            found is not None
+            and found.gen == ctx.gen
+            and now < found.expires
+            and found.kind <= KIND_NEGATIVE
+        ):
+            new = self._rewritten(found, question, now, ctx)
+            self.cache.put(key, new)
+            self.counts[R_RESOLVED] += 1
+            self.qlog.append((now, client, data, R_RESOLVED, new.rule))
+            return self._reply(data, q, new, new.body, new.opt, out.udp)
+        waiter = (data, q, client, out, addr, True)
+        flight = self.inflight.get(tkey)
+        if flight is not None:
+            flight.waiters.append(waiter)
+            self.coalesced += 1
+            return None
+        tq: wire.Query = (0, q[1], 0, q[3], q[4], q[5], q[6], tkey, 0)
+        flight = _Flight(self, question, tq, tkey, target, None, now, ctx, ())
+        flight.waiters.append(waiter)
+        self._launch(flight)
         return None
 
-    def _chain_passes(self, chain: tuple[str, ...]) -> bool:
-        decide = self.snap.filter.decide
-        return all(decide(target)[0] == PASS for target in chain)
+    def _rewritten(self, target: Entry, question: bytes, now: float, ctx: Context) -> Entry:
+        new = answer.rewritten(target, question[:-4], now, ctx.gen, RULE_SAFE_SEARCH_REWRITE)
+        return self._capped(new, ctx, now)
 
-    def _blocked(self, mask: int, rule: int, qtype: int, do: bool, now: float) -> Entry:
+    def _capped(self, entry: Entry, ctx: Context, now: float) -> Entry:
+        """Cap TTLs so an answer a client caches does not outlive the context's state."""
+        until = ctx.until
+        if until == math.inf or not entry.ttls:
+            return entry
+        return answer.capped(entry, max(int(until - self.wall_offset - now) + 1, 1))
+
+    def _budget_block(
+        self, data: bytes, q: wire.Query, client: str, now: float, out: Responder, ctx: Context
+    ) -> bytes:
+        """A budgeted name after the client's budget is spent: blocked, for this client only,
+        so neither cache keeps the answer."""
+        cat = self.snap.policy_category
+        tmpl = self.snap.blocks.template(cat, q[3], q[6])
+        self.counts[R_BLOCKED] += 1
+        self.blocked_by_category[cat] += 1
+        self.qlog.append((now, client, data, R_BLOCKED, RULE_BUDGET_SPENT))
+        return self._reply(data, q, tmpl, tmpl.body, tmpl.opt, out.udp)
+
+    def _verdict(self, ctx: Context, name: str) -> tuple[int, int, int]:
+        if ctx.simple:
+            return self.snap.filter.decide(name)
+        verdict, rule, mask, _budget = ctx.decide(name)
+        return verdict, rule, mask
+
+    def _chain_passes(self, chain: tuple[str, ...], ctx: Context) -> bool:
+        return all(self._verdict(ctx, target)[0] == PASS for target in chain)
+
+    def _blocked(self, mask: int, rule: int, qtype: int, do: bool, now: float, gen: int) -> Entry:
         snap = self.snap
-        return snap.blocks.entry(snap.filter.category_index(mask), qtype, do, now, self.gen, rule)
+        cat = snap.filter.category_index(mask) if mask else snap.policy_category
+        return snap.blocks.entry(cat, qtype, do, now, gen, rule)
 
     def _stale_reply(
         self, data: bytes, q: wire.Query, entry: Entry, client: str, now: float, udp: bool
@@ -326,11 +498,14 @@ class Pipeline:
             if snap.cname_inspection and len(chain) > 1:
                 entry.chain = tuple(chain[1:])
                 for target in chain[1:]:
-                    verdict, rule, mask = snap.filter.decide(target)
+                    verdict, rule, mask = self._verdict(flight.ctx, target)
                     if verdict == BLOCK:
-                        entry = self._blocked(mask, rule, q[3], do, now)
+                        entry = self._blocked(mask, rule, q[3], do, now, flight.gen)
                         break
-            key = q[7]
+            if entry.kind <= KIND_NEGATIVE:
+                entry = self._capped(entry, flight.ctx, now)
+                entry.budget = flight.budget
+            key = flight.key
             if entry.expires > now or entry.kind == KIND_SERVFAIL:
                 self.cache.put(key, entry)
             elif flight.stale is not None:
@@ -351,7 +526,7 @@ class Pipeline:
             self._finish(flight, stale, True)
             return
         entry = answer.servfail_entry(now, flight.q[6], flight.snap.answer_policy, flight.gen)
-        self.cache.put(flight.q[7], entry)
+        self.cache.put(flight.key, entry)
         self._finish(flight, entry, False)
 
     def _stale_timer(self, flight: _Flight) -> None:
@@ -360,22 +535,30 @@ class Pipeline:
         if stale is None or not flight.waiters:
             return
         waiters, flight.waiters = flight.waiters, []
-        self._answer(waiters, stale, True)
+        self._answer(flight, waiters, stale, True)
 
     def _finish(self, flight: _Flight, entry: Entry, is_stale: bool) -> None:
-        if self.inflight.get(flight.q[7]) is flight:
-            del self.inflight[flight.q[7]]
+        if self.inflight.get(flight.key) is flight:
+            del self.inflight[flight.key]
         if flight.timer is not None:
             flight.timer.cancel()
         waiters, flight.waiters = flight.waiters, []
-        self._answer(waiters, entry, is_stale)
+        self._answer(flight, waiters, entry, is_stale)
 
-    def _answer(self, waiters: list[_Waiting], entry: Entry, is_stale: bool) -> None:
+    def _answer(
+        self, flight: _Flight, waiters: list[_Waiting], entry: Entry, is_stale: bool
+    ) -> None:
         now = self.loop.time()
-        for data, q, client, out, addr in waiters:
+        for data, q, client, out, addr, rewrite in waiters:
             try:
                 if is_stale:
                     resp = self._stale_reply(data, q, entry, client, now, out.udp)
+                elif rewrite and entry.kind <= KIND_NEGATIVE:
+                    new = self._rewritten(entry, flight.question, now, flight.ctx)
+                    self.cache.put(q[7] + flight.ctx.tag, new)
+                    self.counts[R_RESOLVED] += 1
+                    self.qlog.append((now, client, data, R_RESOLVED, new.rule))
+                    resp = self._reply(data, q, new, new.body, new.opt, out.udp)
                 else:
                     reason = _MISS_REASON[entry.kind]
                     self.counts[reason] += 1
@@ -390,8 +573,9 @@ class Pipeline:
             out.send(resp, addr)
 
 
-# One client waiting for a forwarded answer: (query bytes, parsed query, client, where, address).
-_Waiting = tuple[bytes, wire.Query, str, Responder, object]
+# One client waiting for a forwarded answer: (query bytes, parsed query, client, where, address,
+# whether it asked for a name that safe search rewrites to the flight's question).
+_Waiting = tuple[bytes, wire.Query, str, Responder, object, bool]
 
 
 class _Flight:
@@ -402,7 +586,10 @@ class _Flight:
     """
 
     __slots__ = (
+        "budget",
+        "ctx",
         "gen",
+        "key",
         "name",
         "pipeline",
         "q",
@@ -420,18 +607,24 @@ class _Flight:
         pipeline: Pipeline,
         question: bytes,
         q: wire.Query,
+        key: bytes,
         name: str,
         stale: Entry | None,
         now: float,
+        ctx: Context,
+        budget: tuple[str, ...],
     ) -> None:
         self.pipeline = pipeline
         self.name = name
         self.question = question
         self.q = q
+        self.key = key  # the question's cache key in its context
+        self.ctx = ctx
+        self.budget = budget
         self.stale = stale
         self.started = now
         self.snap = pipeline.snap
-        self.gen = pipeline.gen
+        self.gen = ctx.gen
         self.waiters: list[_Waiting] = []
         self.timer: asyncio.TimerHandle | None = None
         self.server: Any = None

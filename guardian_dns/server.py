@@ -18,11 +18,14 @@ import os
 import resource
 import signal
 import socket
+import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from guardian_dns import __version__
 from guardian_dns import compile as compile_mod
+from guardian_dns.clients import NeighbourWatcher
 from guardian_dns.config import Config, parse_listen
 from guardian_dns.errors import GuardianError
 from guardian_dns.listener import (
@@ -34,11 +37,16 @@ from guardian_dns.listener import (
     bind_socket,
 )
 from guardian_dns.metrics import MetricsServer, make_registry
+from guardian_dns.overrides import file_mark, read_overrides
 from guardian_dns.pipeline import Pipeline
 from guardian_dns.policy import all_lists
 from guardian_dns.querylog import QueryLog
 from guardian_dns.snapshot import Snapshot, build_snapshot
 from guardian_dns.upstream import UpstreamPool
+from guardian_dns.usage import Budgets, Overrides, UsageState
+
+FAKE_TIME_ENV = "GUARDIAN_DNS_FAKE_TIME"  # tests: the wall clock starts at this instant
+_USAGE_SAVE_INTERVAL = 60.0  # seconds between budget saves (SD cards wear; a crash loses this)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +76,11 @@ class GuardianServer:
         self._stop = asyncio.Event()
         self._reloading = False
         self.ready_ports: list[tuple[str, int]] = []
+        self.clock = wall_clock()
+        self.state_dir = compile_mod.state_dir(config.server.state_dir, config.base_dir)
+        self.neighbours: NeighbourWatcher | None = None
+        self._overrides_mark: tuple[int, int, int] | None = None
+        self._due: asyncio.TimerHandle | None = None
 
     def _bind(self, snap: Snapshot) -> tuple[list[socket.socket], list[socket.socket]]:
         udp_socks: list[socket.socket] = []
@@ -98,9 +111,25 @@ class GuardianServer:
         table = await self._table(self.config)
         snap = build_snapshot(self.config, 1, table)
         upstream = _pool(snap)
-        self.pipeline = Pipeline(snap, upstream, QueryLog(self.config.query_log.size))
+        now = self.clock()
+        # Budgets are the server's own state file; overrides are the CLI's (overrides.py).
+        budgets = Budgets(snap.policies.tz, {})
+        self.usage = UsageState.in_directory(self.state_dir, budgets, Overrides())
+        self.usage.load(now)
+        overrides = self._read_overrides(now) or Overrides()
+        self.pipeline = Pipeline(
+            snap,
+            upstream,
+            QueryLog(self.config.query_log.size),
+            overrides=overrides,
+            budgets=budgets,
+            clock=self.clock,
+        )
         self.gate = Gate(self.pipeline, self.listener_stats)
+        self._watch_neighbours(snap)
         self._rate_window()
+        self._policy_tick()
+        loop.call_later(_USAGE_SAVE_INTERVAL, self._save_usage_timer)
         udp_socks, tcp_socks = self._bind(snap)
         for s in udp_socks:
             self.udp.append(UdpListener(s, self.pipeline, self.gate))
@@ -137,12 +166,12 @@ class GuardianServer:
         if not snap.upstreams:
             log.warning("no upstream servers: set upstream.servers or fix /etc/resolv.conf")
         if self.config.policy.groups:
-            # Validated, compiled and tested (policy.py), not yet on the query path: say so
-            # rather than let a parent believe a group's rules are in force.
-            log.warning(
-                "policy.groups: %d groups are configured, but this version does not apply them "
-                "yet; every client gets the default group's rules (blocking.*)",
-                len(self.config.policy.groups),
+            log.info(
+                "policy: %d groups (%s), time zone %s, unknown clients get %r",
+                len(snap.policies.groups),
+                ", ".join(g.name for g in snap.policies.groups),
+                snap.policies.tz.key,
+                snap.policies.default.name,
             )
         if ready is not None:
             ready(self)
@@ -167,6 +196,95 @@ class GuardianServer:
             f", builder peak RSS {result.peak_rss_kib // 1024} MiB" if result.built else "",
         )
         return result
+
+    # -- policy state: clock, overrides, neighbours, budgets -------------------------------------
+    def _read_overrides(self, now: float) -> Overrides | None:
+        """The CLI's overrides file, or None (logged) when it cannot be used: keep the last."""
+        self._overrides_mark = file_mark(self.state_dir)
+        overrides, error = read_overrides(self.state_dir, now)
+        if error is not None:
+            log.warning("overrides: %s; keeping the ones in force", error)
+            return None
+        return overrides
+
+    def _policy_tick(self) -> None:
+        """Once a second: the CLI's overrides file, and states due (windows, expiries, days)."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.0, self._policy_tick)
+        pipeline = self.pipeline
+        if file_mark(self.state_dir) != self._overrides_mark:
+            overrides = self._read_overrides(self.clock())
+            if overrides is not None:
+                pipeline.set_overrides(overrides)
+                log.info("overrides: %d in force", len(overrides))
+        self._policy_due()
+
+    def _policy_due(self) -> None:
+        self._due = None
+        pipeline = self.pipeline
+        pipeline.tick()
+        # Between ticks, wake exactly when the next state is due, so a window that closes at
+        # 07:00:00 does not stay in force for up to a second more.
+        delay = pipeline.contexts.next_change - pipeline.wall()
+        if delay < 1.0:
+            self._due = asyncio.get_running_loop().call_later(max(delay, 0.0), self._policy_due)
+
+    def _watch_neighbours(self, snap: Snapshot) -> None:
+        """Read the neighbour table now (MAC members) and every few seconds, off the loop."""
+        if not snap.clients.uses_macs:
+            self.neighbours = None
+            return
+        pc = snap.config.policy
+        source = pc.neighbour_table
+        if source != "ip":  # a file: relative to the config file, like every other path
+            source = os.path.join(snap.config.base_dir, source)
+        watcher = NeighbourWatcher(source, pc.neighbour_refresh)
+        old = self.neighbours
+        if old is None or (old.source, old.interval) != (watcher.source, watcher.interval):
+            self.neighbours = watcher
+            self.neighbours.refresh()
+            log.info(
+                "neighbour table %s: %d addresses",
+                self.neighbours.source,
+                len(self.neighbours.mapping),
+            )
+            self.pipeline.set_neighbours(self.neighbours.mapping)
+            asyncio.get_running_loop().call_later(watcher.interval, self._neighbour_timer)
+
+    def _neighbour_timer(self) -> None:
+        watcher = self.neighbours
+        if watcher is None:
+            return
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, watcher.refresh)
+
+        def done(f: asyncio.Future[bool]) -> None:
+            if watcher is not self.neighbours:
+                return  # replaced by a reload, which starts its own timer
+            if not f.cancelled() and f.exception() is None and f.result():
+                self.pipeline.set_neighbours(watcher.mapping)
+            loop.call_later(watcher.interval, self._neighbour_timer)
+
+        future.add_done_callback(done)
+
+    def _save_usage_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        pending = self.usage.prepare(self.clock()) if self._usage_to_keep() else None
+        if pending is None:
+            loop.call_later(_USAGE_SAVE_INTERVAL, self._save_usage_timer)
+            return
+        future = loop.run_in_executor(None, pending.write)
+
+        def done(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.warning("usage state %s not saved: %s", self.usage.path, f.exception())
+            loop.call_later(_USAGE_SAVE_INTERVAL, self._save_usage_timer)
+
+        future.add_done_callback(done)
+
+    def _usage_to_keep(self) -> bool:
+        """Whether there is budget state to write: no file appears where no budget is used."""
+        return len(self.usage.budgets) > 0 or os.path.exists(self.usage.path)
 
     def _rate_window(self) -> None:
         """Start a new one-second rate-limit window (a timer, not a clock read per packet)."""
@@ -209,7 +327,7 @@ class GuardianServer:
             await upstream.close()  # its in-flight queries fail over into SERVFAIL; rare
             upstream = new_pool
         self.pipeline.swap(snap, upstream)
-        self.gate.reset()
+        self._watch_neighbours(snap)
         self.config = config
         self.reloads["ok"] = self.reloads.get("ok", 0) + 1
         log.info(
@@ -240,6 +358,33 @@ class GuardianServer:
         await self.pipeline.upstream.close()
         for task in list(self.pipeline.tasks):
             task.cancel()
+        try:
+            if self._usage_to_keep():
+                self.usage.save(self.clock())
+        except OSError as exc:
+            log.warning("usage state %s not saved: %s", self.usage.path, exc.strerror)
+
+
+def wall_clock() -> Callable[[], float]:
+    """Unix time, or (``GUARDIAN_DNS_FAKE_TIME``, for tests) a clock that starts at a given
+    instant (ISO 8601 with offset, or Unix seconds) and runs at the real rate."""
+    fake = os.environ.get(FAKE_TIME_ENV)
+    if not fake:
+        return time.time
+    try:
+        start = float(fake)
+    except ValueError:
+        try:
+            start = datetime.fromisoformat(fake).timestamp()
+        except ValueError as exc:
+            raise GuardianError(f"{FAKE_TIME_ENV}={fake!r}: not a Unix time or ISO 8601") from exc
+    base = time.monotonic()
+    log.warning("%s set: the wall clock starts at %s (testing only)", FAKE_TIME_ENV, fake)
+
+    def clock() -> float:
+        return start + (time.monotonic() - base)
+
+    return clock
 
 
 def _raise_fd_limit() -> None:

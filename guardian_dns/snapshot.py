@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 
 from guardian_dns import compile as compile_mod
-from guardian_dns.clients import ClientMatcher
 from guardian_dns.answer import AnswerPolicy, BlockStyle, BlockTemplates
+from guardian_dns.clients import ClientMatcher
 from guardian_dns.config import (
     SERVICE_PREFIX,
     Config,
@@ -28,10 +28,13 @@ from guardian_dns.errors import ListError
 from guardian_dns.filter import Filter
 from guardian_dns.policy import Policies, all_lists, compile_policies
 from guardian_dns.regexrules import RegexRules
+from guardian_dns.safesearch import SafeSearchTable
+from guardian_dns.safesearch import load_table as load_safe_search
 from guardian_dns.trie import LIST_BITS, RuleRef
 
 log = logging.getLogger(__name__)
 
+POLICY_CATEGORY = "policy"
 MAX_WARNINGS_LOGGED = 5  # per list; the rest are counted, so a broken list cannot flood the log
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -54,6 +57,7 @@ class Snapshot:
     gen: int
     policies: Policies
     clients: ClientMatcher  # which group each client is in (policy.groups' members)
+    safe_search: SafeSearchTable | None  # loaded when a group uses safe search
     config: Config
     filter: Filter
     categories: tuple[str, ...]
@@ -69,6 +73,11 @@ class Snapshot:
     cname_inspection: bool
     domains: int
     build_seconds: float
+
+    @property
+    def policy_category(self) -> int:
+        """The category index of blocks that no list made (``categories[-1]``)."""
+        return len(self.categories) - 1
 
     def client_allowed(self, ip: str) -> bool:
         """Whether an address may query us (RFC 5358: never an open resolver)."""
@@ -169,15 +178,21 @@ def build_snapshot(config: Config, gen: int, lists: compile_mod.Result | None = 
         for u in upstreams
     )
     cc = config.cache
-    categories = trie.categories or ("default",)
+    # The last category stands for blocks by a policy rule (a group's own block, a schedule that
+    # blocks everything, a spent budget's service...): counted and shown as "policy".
+    categories = (*(trie.categories or ("default",)), POLICY_CATEGORY)
     style = BlockStyle.from_config(
         bc.mode, bc.ttl, bc.custom_ipv4, bc.custom_ipv6, bc.extended_errors
     )
-    policies = compile_policies(config, trie, policy_mask)
+    safe_search = None
+    if any(g.safe_search != "off" for g in config.policy.groups):
+        safe_search = load_safe_search()
+    policies = compile_policies(config, trie, policy_mask, safe_search)
     return Snapshot(
         gen=gen,
         policies=policies,
         clients=client_matcher(config),
+        safe_search=safe_search,
         config=config,
         filter=Filter(trie, policy_mask, bc.bypass_protection, regex),
         categories=categories,

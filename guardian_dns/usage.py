@@ -598,6 +598,14 @@ class Overrides:
         index = bisect_right(self._expiries, t)
         return self._expiries[index] if index < len(self._expiries) else math.inf
 
+    def has_client_overrides(self) -> bool:
+        """Whether any override names a client (the listener then looks clients up)."""
+        return bool(self._by_client)
+
+    def names_client(self, client: str) -> bool:
+        """Whether an override (in force or not yet ended) names ``client``."""
+        return client in self._by_client
+
     def get(self, override_id: str) -> Override | None:
         return self._items.get(override_id)
 

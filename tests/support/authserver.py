@@ -93,7 +93,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ZONES: Final[tuple[str, ...]] = ("example.test", "home.arpa")
+ZONES: Final[tuple[str, ...]] = ("example.test", "home.arpa", "google.com", "youtube.com")
 FAKE_ADDRESS: Final = "203.0.113.99"  # carried by every wrong_first fake
 POISON_ADDRESS: Final = "203.0.113.66"  # bank.example in the poisoned ADDITIONAL section
 WRONG_FIRST_KINDS: Final[frozenset[str]] = frozenset({"id", "qname", "qtype", "port"})
@@ -260,6 +260,15 @@ def _build_zone_data() -> dict[str, list[_Record]]:
         "poison.example.test": [a("192.0.2.40")],
         "loop.example.test": [a("192.0.2.41")],
         "*.wild.example.test": [a("192.0.2.50")],
+        # Safe search (tests/integration/test_policies.py): the engines' names and the
+        # enforcement names they are rewritten to, with documentation-range addresses.
+        "google.com": [soa("google.com"), ns],
+        "www.google.com": [a("192.0.2.101")],
+        "forcesafesearch.google.com": [a("192.0.2.102"), aaaa("2001:db8::102")],
+        "youtube.com": [soa("youtube.com"), ns],
+        "www.youtube.com": [a("192.0.2.103")],
+        "restrict.youtube.com": [a("192.0.2.104")],
+        "restrictmoderate.youtube.com": [a("192.0.2.105")],
         "home.arpa": [soa("home.arpa"), ns],
         "printer.home.arpa": [a("192.168.1.50")],
     }
