@@ -1,8 +1,11 @@
 """Same-run A/B of Guardian DNS source trees: qps and CPU per query, interleaved.
 
     python3 bench/ab.py TREE_A TREE_B [...]   [--files "cached blocked mix"] [--reps 3]
+    python3 bench/ab.py . .:bench/family.yaml  # one tree, two configs: what policies cost
 
-Each TREE is a checkout (``git worktree add /tmp/a HEAD~1``). For every repetition and tree, in
+Each TREE is a checkout (``git worktree add /tmp/a HEAD~1``), optionally followed by
+``:CONFIG``, a config file relative to the tree (default ``bench/bench.yaml`` of this checkout);
+the list is always the harness's (``--blocklist``). For every repetition and tree, in
 turn, it starts ``python3 -m guardian_dns serve`` from that tree pinned to CPU 0, warms the
 cache, and runs dnsperf (pinned to CPU 1) on each query file, printing qps and the server's
 user and system CPU microseconds per query (from /proc). The medians and their ratio to the
@@ -41,7 +44,7 @@ def dnsperf(queries: Path, *extra: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("trees", nargs="+", type=Path)
+    ap.add_argument("trees", nargs="+", help="TREE or TREE:CONFIG")
     ap.add_argument("--files", default="cached blocked mix")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", default="6")
@@ -53,15 +56,23 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    qps: dict[tuple[str, Path], list[float]] = {}
+    targets = []
+    for spec in args.trees:
+        tree_text, _, config_text = spec.partition(":")
+        tree = Path(tree_text).resolve()
+        config = tree / config_text if config_text else Path(__file__).parent / "bench.yaml"
+        label = tree.name + (f":{Path(config_text).stem}" if config_text else "")
+        targets.append((label, tree, config))
+    qps: dict[tuple[str, str], list[float]] = {}
     try:
         for rep in range(args.reps):
-            for tree in args.trees:
-                env = dict(os.environ, STATE_DIRECTORY=f"/tmp/gd-ab-state-{tree.name}")
+            for label, tree, config in targets:
+                state = "/tmp/gd-ab-state-" + label.replace(":", "-")
+                env = dict(os.environ, STATE_DIRECTORY=state)
                 server = subprocess.Popen(
                     [
                         *("taskset", "-c", "0", "python3", "-m", "guardian_dns", "serve"),
-                        *("--config", str(Path(__file__).parent / "bench.yaml")),
+                        *("--config", str(config)),
                         *("--listen", f"127.0.0.1:{PORT}", "--upstream", "udp://127.0.0.1:25300"),
                         *("--blocklist", f"bench={WORK / 'lists' / f'domains_{args.size}.txt'}"),
                     ],
@@ -89,9 +100,9 @@ def main() -> None:
                         user1, sys1 = cpu_seconds(server.pid)
                         done = int(re.search(r"Queries completed:\s+(\d+)", out).group(1))  # type: ignore[union-attr]
                         rate = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-                        qps.setdefault((name, tree), []).append(rate)
+                        qps.setdefault((name, label), []).append(rate)
                         print(
-                            f"rep {rep} {tree.name:12s} {name:8s} {rate:9.0f} qps  "
+                            f"rep {rep} {label:12s} {name:8s} {rate:9.0f} qps  "
                             f"user {1e6 * (user1 - user0) / done:6.2f} us  "
                             f"sys {1e6 * (sys1 - sys0) / done:6.2f} us per query",
                             flush=True,
@@ -103,11 +114,11 @@ def main() -> None:
         upstream.send_signal(signal.SIGTERM)
         upstream.wait()
     for name in files:
-        base = statistics.median(qps[(name, args.trees[0])])
+        base = statistics.median(qps[(name, targets[0][0])])
         shown = "  ".join(
-            f"{t.name}={statistics.median(qps[(name, t)]):.0f} "
+            f"{t}={statistics.median(qps[(name, t)]):.0f} "
             f"({statistics.median(qps[(name, t)]) / base:.2f})"
-            for t in args.trees
+            for t, _tree, _config in targets
         )
         print(f"median {name:8s} {shown}")
 
