@@ -1,15 +1,21 @@
 """The query path, end to end, in one place: read this file to know what happens to a query.
 
-  listener (ACL, framing)            -> the packet cache (cache.PacketCache): the same query
+  listener (ACL, framing)            -> the client's policy context (contexts.py, memoised per
+                                        address: its group, or itself when an override names
+                                        it), then that context's packet cache: the same query
                                         bytes answered moments ago are answered again from a
                                         dict, before any parsing; else ``Pipeline.handle``
   1. wire.parse_query                 bounded header/question/OPT check; FORMERR/NOTIMP/BADVERS
-  2. cache                            a finished answer for (question, DO) under this snapshot
+  2. cache                            a finished answer for (question, DO, context) under the
+                                      context's current generation; a budgeted one is counted
   3. class/type gate                  CHAOS and zone transfers are never forwarded
-  4. filter.decide                    blocked / answered locally / pass, with the matching rule
+  4. decide                           filter.decide (the default group without rules of its
+                                      own), else policy.decide for the context's state now:
+                                      blocked / answered locally / safe-search rewrite / pass
   5. upstream (coalesced)             one upstream query per distinct question in flight
   6. answer.forwarded                 sanitise: chain only, no AA, no private addresses, TTLs
-  7. CNAME inspection (filter again)  a blocked name anywhere in the chain blocks the answer
+                                      (capped at the context's next change of state)
+  7. CNAME inspection (decide again)  a blocked name anywhere in the chain blocks the answer
   8. cache.put, reply, counters, ring buffer; a cache hit (or a UDP block) also fills the
      packet cache
 
