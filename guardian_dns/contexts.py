@@ -37,6 +37,7 @@ from guardian_dns.usage import Budgets, Overrides, day_bounds
 log = logging.getLogger(__name__)
 
 _MAX_CLIENT_CONTEXTS: Final = 4096
+_CLIENT_PACKETS: Final = 1000
 
 
 class Context:
@@ -168,7 +169,9 @@ class Contexts:
             g,
             identity,
             tag,
-            self.packet_size,
+            # One device's replies: a small packet cache, so a thousand paused tablets cannot
+            # hold a thousand group-sized ones.
+            self.packet_size if identity is None else min(self.packet_size, _CLIENT_PACKETS),
             self.snap.filter.decide,
             self._rewrites.get(g.name, {}),
         )
