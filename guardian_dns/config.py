@@ -1036,6 +1036,9 @@ class _Reader:
                             self.problem(item_line, where, bad)
                 elif key == "block_categories":
                     for v, item_line in items:
+                        # "*" (every list category) and service:ID are checked with the lists.
+                        if v == EVERYTHING or v.startswith(SERVICE_PREFIX):
+                            continue
                         bad = _category_check(v)
                         if bad:
                             self.problem(item_line, where, bad)
@@ -1220,6 +1223,7 @@ class _Reader:
                     cat,
                     f"{path}.block_categories",
                     self.line_of(f"{path}.block_categories") or line,
+                    everything=True,
                 )
             for sid in g.block_services:
                 if sid not in services:

@@ -298,3 +298,25 @@ def test_safe_search_blocks_engines_it_cannot_enforce(tmp_path: Path) -> None:
     assert ask(snap, "default", blocked[0], "2026-11-23 12:00").verdict == PASS
     got = ask(snap, "teens", blocked[0], "2026-11-23 12:00", paused=True)
     assert got.verdict == PASS
+
+
+def test_block_categories_takes_everything_and_services(tmp_path: Path) -> None:
+    """``block_categories: ["*", service:tiktok]``: every list category, and TikTok."""
+    (tmp_path / "adult.txt").write_text("adult.test\n")
+    (tmp_path / "games.txt").write_text("games.test\n")
+    text = """
+blocking:
+  lists:
+    - {file: adult.txt, category: adult}
+    - {file: games.txt, category: games}
+  block_categories: [adult]
+policy:
+  groups:
+    kids:
+      clients: [192.168.1.64/28]
+      block_categories: ["*", service:tiktok]
+"""
+    snap = build_snapshot(load_config_text(text, str(tmp_path / "g.yaml"), str(tmp_path)), 1)
+    for name in ("adult.test", "games.test", "www.tiktok.com"):
+        assert ask(snap, "kids", name, "2026-11-23 12:00").verdict == BLOCK, name
+    assert ask(snap, "default", "games.test", "2026-11-23 12:00").verdict == PASS
