@@ -33,6 +33,8 @@ from guardian_dns.config import (
     load_config,
 )
 from guardian_dns.errors import ConfigError, GuardianError
+from guardian_dns.publish import add_feed_verbs as _add_feed_verbs
+from guardian_dns.publish import run_feed_verb
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -102,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("file", metavar="FILE")
     _add_policy_verbs(sub)
+    _add_feed_verbs(sub)
     return p
 
 
@@ -731,6 +734,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verb == "check-config":
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
         return _check_config(args)
+    if args.verb == "feed":
+        return run_feed_verb(args)
     handler = _POLICY_VERBS.get(args.verb)
     if handler is not None:
         return _run_policy_verb(args, handler)
