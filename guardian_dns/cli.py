@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("file", metavar="FILE")
     _add_policy_verbs(sub)
     _add_feed_verbs(sub)
+    from guardian_dns import sync
+
+    sync.add_verbs(sub)
     return p
 
 
@@ -736,6 +739,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args)
     if args.verb == "feed":
         return run_feed_verb(args)
+    if args.verb in ("sync", "lists"):
+        from guardian_dns import sync
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+        return sync.run(args)
     handler = _POLICY_VERBS.get(args.verb)
     if handler is not None:
         return _run_policy_verb(args, handler)

@@ -29,7 +29,7 @@ from guardian_dns import clients as clients_mod
 from guardian_dns import lists as lists_mod
 from guardian_dns import schedule as schedule_mod
 from guardian_dns import services as services_mod
-from guardian_dns.errors import ConfigError, Problem
+from guardian_dns.errors import ConfigError, GuardianError, Problem
 
 # Loopback, RFC 1918, CGNAT is deliberately absent (a home LAN never uses it), link-local, ULA.
 DEFAULT_ALLOW_NETWORKS: tuple[str, ...] = (
@@ -110,6 +110,7 @@ class ListConfig:
     action: str = "block"  # block | allow
     admin: bool = False  # the administrator's own list: beats every downloaded list
     allow_tld: bool = False  # accept single-label names such as "zip" (a whole TLD)
+    url: str | None = None  # a subscription: fetched by `guardian-dns sync`, "file" unused
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,25 @@ class MetricsConfig:
     listen: str = "127.0.0.1:9153"
     username: str | None = None  # HTTP basic auth; required when listen is not loopback
     password: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    """The central feed the category lists are kept current from (docs/feed.md), and the checks
+    applied to lists subscribed to by URL (``blocking.lists`` entries with ``url:``)."""
+
+    url: str | None = None  # the feed directory (manifest.json under it); None: no feed
+    keys: tuple[str, ...] = ()  # trusted public keys: files (relative to the config) or "RW..."
+    interval: float = 3600.0  # seconds between syncs, each +- jitter so a campus does not stampede
+    jitter: float = 0.2
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    max_list_bytes: int = 200 * 1024 * 1024
+    max_age: float = 7 * 86400.0  # a list older than this is shown (status, metrics) as stale
+    ca_file: str | None = None  # a private CA for an https feed (a school's own server)
+    categories: tuple[str, ...] = ()  # what the feed publishes, so groups can name them
+    subscription_min_lines: int = 100  # a subscribed list with fewer valid entries is refused
+    subscription_max_shrink: float = 0.5  # ... and one that shrinks by more than this share
 
 
 @dataclass(frozen=True)
@@ -219,6 +239,7 @@ class Config:
     query_log: QueryLogConfig = field(default_factory=QueryLogConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    feed: FeedSettings = field(default_factory=FeedSettings)
     source: str = "<defaults>"
     base_dir: str = "."  # directory relative list paths are resolved against
 
@@ -435,6 +456,23 @@ def _above(lo: int) -> _Check:
     return lambda v: None if v > lo else f"must be > {lo}, got {v!r}"
 
 
+def _feed_url_check(url: str) -> str | None:
+    """A feed or subscription URL: http(s), a host, no credentials (they would be logged)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        return f"not a URL: {exc}"
+    if parts.scheme not in ("https", "http"):
+        return f"expected an https:// (or http://) URL, got {url!r}"
+    if not parts.hostname:
+        return f"no host in {url!r}"
+    if parts.username or parts.password:
+        return "credentials in the URL would be logged; use a URL without them"
+    return None
+
+
 def _one_of(allowed: Sequence[str]) -> _Check:
     shown = ", ".join(allowed)
     return lambda v: None if v in allowed else f"unknown value {v!r} (allowed: {shown})"
@@ -543,6 +581,15 @@ _CHECKS: Final[dict[str, _Check]] = {
     "blocking.custom_ipv6": _ip_check(6),
     "blocking.ttl": _at_least(0),
     "metrics.listen": _listen_check,
+    "feed.url": _feed_url_check,
+    "feed.interval": _at_least(60),
+    "feed.connect_timeout": _above(0),
+    "feed.read_timeout": _above(0),
+    "feed.max_list_bytes": _at_least(1024),
+    "feed.max_age": _above(0),
+    "feed.jitter": _between(0, 1),
+    "feed.subscription_max_shrink": _between(0, 1),
+    "feed.subscription_min_lines": _at_least(0),
     "query_log.size": _at_least(0),
     "logging.level": _one_of(LOG_LEVELS),
 }
@@ -554,6 +601,7 @@ _ITEM_CHECKS: Final[dict[str, _Check]] = {
     "upstream.servers": _message_of(parse_upstream_url),
     "blocking.block_categories": _category_check,
     "blocking.local_domains": _domain_check,
+    "feed.categories": _category_check,
 }
 # Lists that must not be empty, and why.
 _NON_EMPTY: Final[dict[str, str]] = {
@@ -824,8 +872,12 @@ class _Reader:
                     self.problem(
                         key_line, f"{path}.{key}", f"expected {kind}, got {_describe(raw)}"
                     )
-            if "file" not in item:
-                self.problem(line, f"{path}.file", "missing (every list entry needs a file)")
+            if "file" not in item and "url" not in item:
+                self.problem(
+                    line, f"{path}.file", "missing (every list entry needs a file or a url)"
+                )
+            elif "file" in item and "url" in item:
+                self.problem(line, f"{path}.url", "a list entry has a file or a url, not both")
         else:
             self.problem(
                 line,
@@ -847,6 +899,12 @@ class _Reader:
             file, message = _resolve_list_file(file, self.base_dir)
             if message:
                 self.problem(file_line, f"{path}.file", message)
+        url = None
+        if "url" in values:
+            url, url_line = values["url"]
+            message = _feed_url_check(url)
+            if message:
+                self.problem(url_line, f"{path}.url", message)
         if "category" in values:
             category, category_line = values["category"]
             if category == ALL_CATEGORIES and action != "allow":
@@ -860,9 +918,10 @@ class _Reader:
             message = _one_of(LIST_FORMATS)(fmt)
             if message:
                 self.problem(format_line, f"{path}.format", message)
-        if len(self.problems) > before or "file" not in values:
+        if len(self.problems) > before or ("file" not in values and url is None):
             return None
         return ListConfig(
+            url=url,
             file=file,
             category=category,
             format=fmt,
@@ -1160,7 +1219,9 @@ class _Reader:
                 "blocking.mode",
                 "custom_ip needs blocking.custom_ipv4 or blocking.custom_ipv6 (the block page)",
             )
-        known = sorted({entry.category for entry in blocking.lists})
+        self.feed_cross_check(cfg)
+        # The feed's categories are only known after a sync: the config declares them.
+        known = sorted({entry.category for entry in blocking.lists} | set(cfg.feed.categories))
         if known:
             for i, category in enumerate(blocking.block_categories):
                 if category not in known:
@@ -1180,6 +1241,29 @@ class _Reader:
         if auth:
             field_name, message = auth
             self.problem(self.line_of(field_name, "metrics"), field_name, message)
+
+    def feed_cross_check(self, cfg: Config) -> None:
+        """A feed needs keys that load, now rather than at the first sync hours later."""
+        fs = cfg.feed
+        if fs.url is None:
+            return
+        if not fs.keys:
+            self.problem(
+                self.line_of("feed.url", "feed"),
+                "feed.keys",
+                "a feed needs at least one trusted public key (a .pub file or its RW... line)",
+            )
+            return
+        from guardian_dns import feed as feed_mod
+
+        for i, key in enumerate(fs.keys):
+            where = key if key.startswith("RW") else os.path.join(self.base_dir, key)
+            try:
+                feed_mod.load_keys([where])
+            except GuardianError as exc:
+                self.problem(
+                    self.line_of(f"feed.keys[{i}]", "feed.keys"), f"feed.keys[{i}]", str(exc)
+                )
 
     def policy_cross_check(self, cfg: Config, list_categories: Sequence[str]) -> None:
         """Names a group uses must exist: schedules, services, categories, the default group."""

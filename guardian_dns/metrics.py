@@ -15,6 +15,7 @@ import hmac
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -24,6 +25,7 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    Metric,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -134,6 +136,44 @@ class GuardianCollector:
         for result, n in sorted(srv.reloads.items()):
             r.add_metric([result], n)
         yield r
+        sy = CounterMetricFamily(
+            "guardian_dns_sync",
+            "Feed and subscription syncs, by result (ok or the error code).",
+            labels=["result"],
+        )
+        for result, n in sorted(srv.syncs.items()):
+            sy.add_metric([result], n)
+        yield sy
+        yield from _feed_metrics(srv)
+
+
+def _feed_metrics(srv: Any) -> Iterator[Metric]:
+    """Age of the feed's lists in force: a board that cannot reach its feed shows it here."""
+    from guardian_dns import feed
+    from guardian_dns.sources import feed_config
+
+    cfg = feed_config(srv.config)
+    if cfg is None:
+        return
+    try:
+        st = feed.status(srv.state_dir, cfg, time.time())
+    except Exception:  # a scrape must never fail on a damaged state file
+        return
+    age = GaugeMetricFamily(
+        "guardian_dns_feed_list_age_seconds",
+        "Seconds since each feed list in force was fetched.",
+        labels=["list", "category"],
+    )
+    for item in st["lists"]:
+        age.add_metric([item["name"], item["category"]], item["age_seconds"])
+    yield age
+    yield GaugeMetricFamily(
+        "guardian_dns_feed_stale",
+        "1 when the feed's lists are older than feed.max_age (or absent), else 0.",
+        1 if st["stale"] else 0,
+    )
+    if st["serial"] is not None:
+        yield GaugeMetricFamily("guardian_dns_feed_serial", "Feed serial in force.", st["serial"])
 
 
 class _HTTPServer(ThreadingHTTPServer):

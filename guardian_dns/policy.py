@@ -114,15 +114,19 @@ def services_used(config: Config) -> tuple[str, ...]:
     return tuple(sorted(used))
 
 
-def all_lists(config: Config) -> tuple[ListConfig, ...]:
-    """The configured lists plus one per service a group uses: what the table is built from."""
+def all_lists(config: Config, state_dir: str | None = None) -> tuple[ListConfig, ...]:
+    """What the table is built from: the configured files, with a state directory the feed's
+    set and the subscriptions' copies (sources.py), and one list per service a group uses."""
+    from guardian_dns.sources import resolve
+
     services = load_services()
     extra = tuple(
         ListConfig(file=str(services[sid].file), category=service_category(sid), format="domains")
         for sid in services_used(config)
         if sid in services
     )
-    return config.blocking.lists + extra
+    lists, _notes = resolve(config, state_dir)
+    return lists + extra
 
 
 def suffix_match(name: str, names: frozenset[str] | Mapping[str, object]) -> str | None:

@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
+import random
 import resource
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -42,11 +45,15 @@ from guardian_dns.pipeline import Pipeline
 from guardian_dns.policy import all_lists
 from guardian_dns.querylog import QueryLog
 from guardian_dns.snapshot import Snapshot, build_snapshot
+from guardian_dns.sources import feed_config, resolve
+from guardian_dns.sync import PID_FILE
 from guardian_dns.upstream import UpstreamPool
 from guardian_dns.usage import Budgets, Overrides, UsageState
 
 FAKE_TIME_ENV = "GUARDIAN_DNS_FAKE_TIME"  # tests: the wall clock starts at this instant
 _USAGE_SAVE_INTERVAL = 60.0  # seconds between budget saves (SD cards wear; a crash loses this)
+_FIRST_SYNC_DELAY = 5.0  # after start-up, when nothing was ever fetched
+_SYNC_TIMEOUT = 900.0  # a sync child running longer than this is killed (and counted)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +88,8 @@ class GuardianServer:
         self.neighbours: NeighbourWatcher | None = None
         self._overrides_mark: tuple[int, int, int] | None = None
         self._due: asyncio.TimerHandle | None = None
+        self.syncs: dict[str, int] = {}  # sync runs by result ("ok" or an error code)
+        self._sync_task: asyncio.Task[None] | None = None
 
     def _bind(self, snap: Snapshot) -> tuple[list[socket.socket], list[socket.socket]]:
         udp_socks: list[socket.socket] = []
@@ -130,6 +139,8 @@ class GuardianServer:
         self._rate_window()
         self._policy_tick()
         loop.call_later(_USAGE_SAVE_INTERVAL, self._save_usage_timer)
+        self._write_pid()
+        self._sync_task = loop.create_task(self._sync_loop())
         udp_socks, tcp_socks = self._bind(snap)
         for s in udp_socks:
             self.udp.append(UdpListener(s, self.pipeline, self.gate))
@@ -182,10 +193,16 @@ class GuardianServer:
         return 0
 
     async def _table(self, config: Config) -> compile_mod.Result:
-        """The domain table for ``config``: the saved one, or one built in a child process."""
+        """The domain table for ``config``: the saved one, or one built in a child process.
+
+        Built from files only: the configured lists, the feed's last good set and the
+        subscriptions' last good copies. Never waits for the network (sources.py).
+        """
         directory = compile_mod.state_dir(config.server.state_dir, config.base_dir)
+        for note in resolve(config, directory)[1]:
+            log.warning("lists: %s", note)
         result = await compile_mod.table_in_child(
-            compile_mod.specs_of(all_lists(config)), directory
+            compile_mod.specs_of(all_lists(config, directory)), directory
         )
         how = "built" if result.built else "loaded from the state directory"
         log.info(
@@ -282,6 +299,115 @@ class GuardianServer:
 
         future.add_done_callback(done)
 
+    # -- feed and subscriptions -------------------------------------------------------------------
+    def _write_pid(self) -> None:
+        """``guardian-dns sync`` run by an administrator finds us here to ask for a rebuild."""
+        path = os.path.join(self.state_dir, PID_FILE)
+        with contextlib.suppress(OSError):
+            os.makedirs(self.state_dir, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(tmp, path)
+
+    def _remove_pid(self) -> None:
+        path = os.path.join(self.state_dir, PID_FILE)
+        with contextlib.suppress(OSError, ValueError), open(path) as f:
+            if int(f.read().strip()) == os.getpid():
+                os.unlink(path)
+
+    def _sync_wanted(self) -> bool:
+        cfg = self.config
+        return cfg.feed.url is not None or any(lc.url for lc in cfg.blocking.lists)
+
+    async def _sync_loop(self) -> None:
+        """Sync on a jittered interval, in a child process, and rebuild after a change."""
+        rng = random.Random()
+        first = True
+        while True:
+            if not self._sync_wanted() or not os.path.isfile(self.config.source):
+                await asyncio.sleep(60.0)  # a reload may add a feed
+                continue
+            interval = self.config.feed.interval
+            delay = interval * (1.0 + self.config.feed.jitter * (2.0 * rng.random() - 1.0))
+            if first:
+                cfg = feed_config(self.config)
+                empty = cfg is not None and not resolve(self.config, self.state_dir)[0]
+                delay = _FIRST_SYNC_DELAY if empty or self._never_synced() else delay
+                first = False
+            await asyncio.sleep(delay)
+            await self.sync_now()
+
+    def _never_synced(self) -> bool:
+        return any(
+            "not fetched yet" in n or "no set" in n for n in resolve(self.config, self.state_dir)[1]
+        )
+
+    async def sync_now(self) -> bool:
+        """One ``guardian-dns sync`` child; True if it changed what is on disk (then reloaded)."""
+        argv = [
+            sys.executable,
+            *("-m", "guardian_dns", "sync", "--config", self.config.source),
+            *("--json", "--no-signal"),
+        ]
+        env = dict(os.environ, STATE_DIRECTORY=self.state_dir)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.DEVNULL,
+                env=env,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), _SYNC_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            self._count_sync("timeout")
+            log.error("sync: still running after %.0f s, killed", _SYNC_TIMEOUT)
+            return False
+        except OSError as exc:
+            self._count_sync("internal")
+            log.error("sync: cannot start the sync process: %s", exc)
+            return False
+        try:
+            report = json.loads(out)
+        except ValueError:
+            self._count_sync("internal")
+            log.error(
+                "sync: exit %s, no report: %s", proc.returncode, err.decode(errors="replace")[-500:]
+            )
+            return False
+        feed_report = report.get("feed")
+        if feed_report is not None:
+            result = "ok" if feed_report.get("ok") else str(feed_report.get("error"))
+            self._count_sync(result)
+            if result != "ok":
+                log.error(
+                    "sync: feed %s failed (%s%s): %s; the last good lists keep serving",
+                    feed_report.get("url"),
+                    result,
+                    f", list {feed_report['list_name']}" if feed_report.get("list_name") else "",
+                    feed_report.get("message"),
+                )
+        for sub in report.get("subscriptions", []):
+            error = sub.get("error")
+            self._count_sync("ok" if error is None else str(error.get("code")))
+            if error is not None:
+                log.error(
+                    "sync: list %s failed: %s; its last good copy keeps serving",
+                    sub.get("url"),
+                    error.get("message"),
+                )
+        if report.get("changed"):
+            log.info("sync: new lists on disk, rebuilding the table")
+            await self.reload()
+            return True
+        return False
+
+    def _count_sync(self, result: str) -> None:
+        self.syncs[result] = self.syncs.get(result, 0) + 1
+
     def _usage_to_keep(self) -> bool:
         """Whether there is budget state to write: no file appears where no budget is used."""
         return len(self.usage.budgets) > 0 or os.path.exists(self.usage.path)
@@ -343,6 +469,9 @@ class GuardianServer:
         self._stop.set()
 
     async def _shutdown(self) -> None:
+        self._remove_pid()
+        if self._sync_task is not None:
+            self._sync_task.cancel()
         for u in self.udp:
             u.close()
         for t in self.tcp:

@@ -29,7 +29,7 @@ from guardian_dns.config import (
 from guardian_dns.errors import ConfigError
 
 SHIPPED_CONFIGS = sorted((REPO_ROOT / "config").glob("**/*.yaml"))
-SECTIONS = "server, upstream, cache, blocking, metrics, query_log, logging, policy"
+SECTIONS = "server, upstream, cache, blocking, metrics, query_log, logging, policy, feed"
 
 
 def problems_of(text: str, base_dir: Path) -> list[str]:
@@ -450,7 +450,7 @@ ONE_PROBLEM = [
     ),
     pytest.param(
         "blocking:\n  lists:\n    - category: adult\n",
-        "cfg.yaml:3: blocking.lists[0].file: missing (every list entry needs a file)",
+        "cfg.yaml:3: blocking.lists[0].file: missing (every list entry needs a file or a url)",
         id="list-entry-without-file",
     ),
     pytest.param(
@@ -500,7 +500,7 @@ LIST_PROBLEMS = [
     pytest.param(
         "    - {file: lists/a.txt, formt: hosts}\n",
         "cfg.yaml:6: blocking.lists[2].formt: unknown key (did you mean 'format'? "
-        "known: file, category, format, action, admin, allow_tld)",
+        "known: file, category, format, action, admin, allow_tld, url)",
         id="list-entry-did-you-mean",
     ),
     pytest.param(
