@@ -140,6 +140,7 @@ def test_the_server_syncs_boots_from_the_last_good_set_and_refuses_a_tampered_fe
                 assert shown.returncode == 0, shown.stderr
                 status = json.loads(shown.stdout)["feed"]
                 assert status["serial"] == 2 and status["last_error"], status
+                assert status["failures"] >= 1, "the failure is counted"
         # The feed is gone (a router booting with no network): the last good set is in force
         # before the first query is answered.
         with GuardianProcess(path) as server:
