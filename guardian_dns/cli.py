@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     from guardian_dns import sync
 
     sync.add_verbs(sub)
+    from guardian_dns import manage
+
+    manage.add_verbs(sub)
     return p
 
 
@@ -739,6 +742,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args)
     if args.verb == "feed":
         return run_feed_verb(args)
+    if args.verb in ("status", "reload", "tail", "stats", "devices"):
+        from guardian_dns import manage
+
+        return manage.run(args)
     if args.verb in ("sync", "lists"):
         from guardian_dns import sync
 

@@ -72,6 +72,10 @@ class ServerConfig:
     # Where the compiled domain table (and later feed state) lives. None: $STATE_DIRECTORY (set
     # by systemd's StateDirectory=), else $XDG_STATE_HOME/guardian-dns or ~/.local/state/...
     state_dir: str | None = None
+    # The CLI's channel to the running server (control.py): a Unix socket, never a network
+    # port. None: $RUNTIME_DIRECTORY/control.sock (systemd), else <state_dir>/control.sock.
+    control_socket: str | None = None
+    control_group: str | None = None  # e.g. guardian-admin: its members may use the socket
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from guardian_dns import __version__
 from guardian_dns import compile as compile_mod
 from guardian_dns.clients import NeighbourWatcher
 from guardian_dns.config import Config, parse_listen
+from guardian_dns.control import ControlServer, socket_path
 from guardian_dns.errors import GuardianError
 from guardian_dns.listener import (
     Gate,
@@ -89,6 +90,9 @@ class GuardianServer:
         self._overrides_mark: tuple[int, int, int] | None = None
         self._due: asyncio.TimerHandle | None = None
         self.syncs: dict[str, int] = {}  # sync runs by result ("ok" or an error code)
+        self.started = time.time()
+        self.last_reload_error: str | None = None
+        self.control: ControlServer | None = None
         self._sync_task: asyncio.Task[None] | None = None
 
     def _bind(self, snap: Snapshot) -> tuple[list[socket.socket], list[socket.socket]]:
@@ -141,6 +145,15 @@ class GuardianServer:
         loop.call_later(_USAGE_SAVE_INTERVAL, self._save_usage_timer)
         self._write_pid()
         self._sync_task = loop.create_task(self._sync_loop())
+        self.control = ControlServer(
+            self, socket_path(self.config), self.config.server.control_group
+        )
+        try:
+            await self.control.start()
+        except (GuardianError, OSError) as exc:
+            # The DNS service matters more than the CLI's channel: say so, keep serving.
+            log.error("control socket: %s; the CLI's server verbs will not work", exc)
+            self.control = None
         udp_socks, tcp_socks = self._bind(snap)
         for s in udp_socks:
             self.udp.append(UdpListener(s, self.pipeline, self.gate))
@@ -425,6 +438,7 @@ class GuardianServer:
         """Verify-then-swap: build the new snapshot aside; keep the old one on any error."""
         if self._reloading:
             log.warning("reload: already in progress, request ignored")
+            self.last_reload_error = "a reload is already in progress"
             return False
         self._reloading = True
         loop = asyncio.get_running_loop()
@@ -435,10 +449,12 @@ class GuardianServer:
             snap = build_snapshot(config, old.gen + 1, table)
         except GuardianError as exc:
             self.reloads["failed"] = self.reloads.get("failed", 0) + 1
+            self.last_reload_error = str(exc)
             log.error("reload failed, still serving generation %d: %s", old.gen, exc)
             return False
-        except Exception:
+        except Exception as exc:
             self.reloads["failed"] = self.reloads.get("failed", 0) + 1
+            self.last_reload_error = f"internal error: {exc}"
             log.exception("reload failed, still serving generation %d", old.gen)
             return False
         finally:
@@ -456,6 +472,7 @@ class GuardianServer:
         self._watch_neighbours(snap)
         self.config = config
         self.reloads["ok"] = self.reloads.get("ok", 0) + 1
+        self.last_reload_error = None
         log.info(
             "reload complete: generation %d, %d domains from %d lists (%.2f s)",
             snap.gen,
@@ -470,6 +487,8 @@ class GuardianServer:
 
     async def _shutdown(self) -> None:
         self._remove_pid()
+        if self.control is not None:
+            await self.control.close()
         if self._sync_task is not None:
             self._sync_task.cancel()
         for u in self.udp:
