@@ -39,6 +39,7 @@ from guardian_dns.publish import run_feed_verb
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
+    from guardian_dns.audit import Result
     from guardian_dns.usage import Override, Overrides, TargetKind
 
 EXIT_OK = 0
@@ -57,6 +58,7 @@ examples:
   guardian-dns overrides                              # what is paused or allowed, until when
   guardian-dns resume --all
   guardian-dns explain www.youtube.com --client 192.168.1.23 --at "2026-11-24 21:30"
+  guardian-dns audit --since 7d                       # who changed what, from where, and why
 
 exit codes: 0 success, 1 error, 2 bad command line
 signals: SIGHUP reloads (a bad config or list keeps the old one serving), SIGTERM/SIGINT stop
@@ -111,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     from guardian_dns import manage
 
     manage.add_verbs(sub)
+    from guardian_dns import audit
+
+    audit.add_verbs(sub)
     return p
 
 
@@ -183,6 +188,7 @@ examples:
   guardian-dns pause --client 192.168.1.23 --for 1h30m
   guardian-dns pause --client aa:bb:cc:dd:ee:01 --for 2h --who "dad"
   guardian-dns pause --group kids --for 15m --json
+  guardian-dns pause --group kids --for 1h --comment "school trip, no filter on the bus"
 
 A second pause of the same target replaces the first (its time is not added).
 Durations: 90s, 45m, 2h, 1h30m, 1d; at least 1 minute, at most 7 days.
@@ -194,6 +200,7 @@ examples:
   guardian-dns allow youtube.com --for 45m --group kids
   guardian-dns allow khanacademy.org kastatic.org --for 2h --client 192.168.1.23
   guardian-dns allow youtube.com --for 1h --group kids --json
+  guardian-dns allow scratch.mit.edu --for 2h --group kids --comment "ticket 4411, art class"
 
 An allow covers the name and every name below it (youtube.com covers www.youtube.com).
 Allowing the same name for the same target again replaces the earlier allow.
@@ -206,7 +213,7 @@ examples:
   guardian-dns resume 3f9a1c2e                        # one override, by the id pause/allow printed
   guardian-dns resume --group kids                    # every pause and allow of the group
   guardian-dns resume --client 192.168.1.23
-  guardian-dns resume --all
+  guardian-dns resume --all --comment "trip is over"
 
 exit codes: 0 ended, 1 nothing matched (nothing is changed), 2 bad command line
 """
@@ -272,6 +279,14 @@ def _client_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _comment_arg(text: str) -> str:
+    from guardian_dns.audit import MAX_COMMENT
+
+    if len(text) > MAX_COMMENT:
+        raise argparse.ArgumentTypeError(f"at most {MAX_COMMENT} characters")
+    return text
+
+
 def _add_policy_verbs(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -290,6 +305,7 @@ def _add_policy_verbs(sub: Any) -> None:
         g.add_argument("--group", metavar="GROUP", help="every device of a group")
 
     who_help = "who did it, for the overrides list (default: $SUDO_USER or the login user)"
+    comment_help = "why, for the audit log ('guardian-dns audit' shows it)"
     p = sub.add_parser(
         "pause",
         parents=[common],
@@ -308,6 +324,7 @@ def _add_policy_verbs(sub: Any) -> None:
     )
     target(p, True)
     p.add_argument("--who", metavar="TEXT", help=who_help)
+    p.add_argument("--comment", type=_comment_arg, metavar="TEXT", help=comment_help)
 
     a = sub.add_parser(
         "allow",
@@ -321,6 +338,7 @@ def _add_policy_verbs(sub: Any) -> None:
     a.add_argument("--for", dest="duration", type=_duration, metavar="DURATION", help="how long")
     target(a, True)
     a.add_argument("--who", metavar="TEXT", help=who_help)
+    a.add_argument("--comment", type=_comment_arg, metavar="TEXT", help=comment_help)
 
     r = sub.add_parser(
         "resume",
@@ -333,6 +351,7 @@ def _add_policy_verbs(sub: Any) -> None:
     r.add_argument("ids", nargs="*", metavar="ID", help="ids as 'overrides' lists them")
     target(r, False)
     r.add_argument("--all", action="store_true", help="every pause and allow in force")
+    r.add_argument("--comment", type=_comment_arg, metavar="TEXT", help=comment_help)
 
     sub.add_parser(
         "overrides",
@@ -362,14 +381,24 @@ def _add_policy_verbs(sub: Any) -> None:
 
 
 def _run_policy_verb(args: argparse.Namespace, handler: Callable[[argparse.Namespace], int]) -> int:
-    """The CLI edge of the policy verbs: every error becomes a message and an exit code."""
+    """The CLI edge of the policy verbs: every error becomes a message and an exit code.
+
+    Every run of a verb that changes something (``_AUDITED``) is recorded in the audit log, the
+    refused and failed ones too; a handler that changed something says what in
+    ``args.audit_detail``.
+    """
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s: %(message)s")
+    result: Result = "error"
+    detail = "did not finish"
     try:
-        return handler(args)
+        code = handler(args)
+        result, detail = "ok", getattr(args, "audit_detail", "")
+        return code
     except _Refused as exc:
         print(f"guardian-dns {args.verb}: {exc}", file=sys.stderr)
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
+        result, detail = "refused", str(exc)
         return exc.code
     except ConfigError as exc:
         for prob in exc.problems:
@@ -377,13 +406,35 @@ def _run_policy_verb(args: argparse.Namespace, handler: Callable[[argparse.Names
         print(
             "hint: fix the lines above, then run 'guardian-dns check-config FILE'", file=sys.stderr
         )
-        return EXIT_ERROR
+        return EXIT_ERROR  # not audited: with no config there is no state directory to write to
     except GuardianError as exc:
         print(f"guardian-dns {args.verb}: {exc}", file=sys.stderr)
+        detail = str(exc)
         return EXIT_ERROR
     except OSError as exc:  # the state directory itself (its owner cannot be taken on, ...)
         print(f"guardian-dns {args.verb}: {exc}", file=sys.stderr)
+        detail = str(exc)
         return EXIT_ERROR
+    finally:
+        if args.verb in _AUDITED:
+            _audit(args, result, detail)
+
+
+_AUDITED: Final = frozenset({"pause", "allow", "resume"})
+
+
+def _audit(args: argparse.Namespace, result: Result, detail: str) -> None:
+    """Record this run; a log that cannot be written is a warning, never a changed exit code."""
+    from guardian_dns import audit
+
+    try:
+        directory = _state_directory(_policy_config(args))
+    except (GuardianError, OSError):
+        return  # the config cannot be loaded: nothing was changed, and no state directory known
+    warning = audit.record(directory, args.verb, audit.args_of(args), result, detail, args.comment)
+    if warning is not None:
+        applied = "change applied, but " if result == "ok" else ""
+        print(f"guardian-dns {args.verb}: warning: {applied}{warning}", file=sys.stderr)
 
 
 def _policy_config(args: argparse.Namespace) -> Config:
@@ -456,6 +507,12 @@ def _ends(o: Override, tz: ZoneInfo, now: float) -> str:
     return f"{local_time(o.expires, tz)}, {from_now(o.expires, now)}"
 
 
+def _until(o: Override, tz: ZoneInfo) -> str:
+    from guardian_dns.explain import local_time
+
+    return local_time(o.expires, tz)
+
+
 def _is_address(text: str) -> bool:
     import ipaddress
 
@@ -503,6 +560,7 @@ def _pause(args: argparse.Namespace) -> int:
 
     new, replaced = edit_overrides(directory, now, change)
     tz = _zone(cfg)
+    args.audit_detail = f"paused {tk} {target!r} until {_until(new, tz)}; id {new.id}"
     if args.json:
         _print_json(
             {
@@ -558,6 +616,9 @@ def _allow(args: argparse.Namespace) -> int:
 
     added, replaced = edit_overrides(directory, now, change)
     tz = _zone(cfg)
+    args.audit_detail = f"allowed {', '.join(domains)} for {tk} {target!r} until " + (
+        f"{_until(added[0], tz)}; id {' '.join(o.id for o in added)}"
+    )
     if args.json:
         _print_json(
             {
@@ -616,6 +677,7 @@ def _resume(args: argparse.Namespace) -> int:
         what = "in force" if args.all else f"for {tk} {target!r}"
         raise _Refused(f"no pause or allow {what}", hint=listing)
     tz = _zone(cfg)
+    args.audit_detail = "ended " + "; ".join(f"{o.id}: {override_text(o)}" for o in ended)
     if args.json:
         _print_json({"ended": [_override_json(o, tz, now) for o in ended]})
         return EXIT_OK
@@ -751,6 +813,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
         return sync.run(args)
+    if args.verb == "audit":
+        from guardian_dns import audit
+
+        return audit.run(args)
     handler = _POLICY_VERBS.get(args.verb)
     if handler is not None:
         return _run_policy_verb(args, handler)
