@@ -234,6 +234,17 @@ def _rotate(directory: str, keep: int) -> None:
     _fsync_dir(directory)
 
 
+def _open_lock(lock_path: str) -> int:
+    flags = os.O_RDWR | os.O_CLOEXEC
+    try:
+        fd = os.open(lock_path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return os.open(lock_path, flags)
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, FILE_MODE)  # the umask may have narrowed it
+    return fd
+
+
 def _fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -252,7 +263,7 @@ def _locked(directory: str, *, exclusive: bool) -> Iterator[bool]:
     lock_path = os.path.join(directory, LOCK_FILE)
     if exclusive:
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            fd = _open_lock(lock_path)
         except OSError as exc:
             raise AuditLogError(lock_path, f"cannot open the lock: {exc.strerror}") from None
     else:

@@ -137,6 +137,11 @@ def _sync(args: argparse.Namespace) -> int:
     report = sync_all(config, directory, force=args.now)
     if report["changed"] and not args.no_signal:
         report["server"] = _signal_server(directory)
+    # Audited: a sync that put new lists in force, and an admin's sync that failed. Not the
+    # server's scheduled failures (--no-signal): retried every interval, they would rotate the
+    # admins' entries out of the log; 'lists' and the server's log show them.
+    if report["changed"] or (not report["ok"] and not args.no_signal):
+        _audit(args, directory, report)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -149,6 +154,34 @@ def _sync(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _audit(args: argparse.Namespace, directory: str, report: dict[str, Any]) -> None:
+    """One audit entry for this run: what it put in force, and what failed."""
+    from guardian_dns import audit
+
+    parts: list[str] = []
+    fr = report["feed"]
+    if fr is not None and fr["ok"] and fr["changed"]:
+        parts.append(f"feed {fr['url']}: serial {fr['serial']} in force")
+    elif fr is not None and not fr["ok"]:
+        parts.append(f"feed {fr['url']}: failed: {fr['message']}")
+    for sub in report["subscriptions"]:
+        if sub["error"] is not None:
+            parts.append(f"list {sub['url']}: failed: {sub['error']['message']}")
+        elif sub["outcome"] == "updated":
+            parts.append(f"list {sub['url']}: updated, {sub['entries']} entries")
+    recorded = {"now": args.now, "scheduled": args.no_signal}  # scheduled: the server's own run
+    warning = audit.record(
+        directory,
+        "sync",
+        {key: True for key, given in recorded.items() if given},
+        "ok" if report["ok"] else "error",
+        "; ".join(parts),
+    )
+    if warning is not None:
+        applied = "lists changed, but " if report["changed"] else ""
+        print(f"guardian-dns sync: warning: {applied}{warning}", file=sys.stderr)
 
 
 def _print_report(report: dict[str, Any]) -> None:
