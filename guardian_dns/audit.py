@@ -143,7 +143,7 @@ def record(
         _append(state_dir, data, max_bytes, keep)
     except AuditLogError as exc:
         return f"{WARNING_PREFIX}: {exc}"
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError) as exc:  # TypeError: a key json cannot write
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         where = getattr(exc, "filename", None) or path
         return f"{WARNING_PREFIX}: {where}: {reason}"
