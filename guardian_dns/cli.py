@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from guardian_dns import __version__
+from guardian_dns import report as report_verb
 from guardian_dns.config import (
     DEFAULT_GROUP,
     Config,
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     from guardian_dns import sync
 
     sync.add_verbs(sub)
+    report_verb.add_verbs(sub)
     from guardian_dns import manage
 
     manage.add_verbs(sub)
@@ -804,6 +806,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args)
     if args.verb == "feed":
         return run_feed_verb(args)
+    if args.verb == "report":
+        return report_verb.run(args)
     if args.verb in ("status", "reload", "tail", "stats", "devices"):
         from guardian_dns import manage
 
