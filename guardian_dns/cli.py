@@ -66,6 +66,10 @@ signals: SIGHUP reloads (a bad config or list keeps the old one serving), SIGTER
 """
 
 
+# Pi-hole's flags, accepted with a hint (its users type them from habit).
+PIHOLE_FLAGS = {"-b": "block", "-w": "allow"}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="guardian-dns",
@@ -115,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     from guardian_dns import manage
 
     manage.add_verbs(sub)
+    from guardian_dns import edits
+
+    edits.add_verbs(sub)
     from guardian_dns import audit
 
     audit.add_verbs(sub)
@@ -338,7 +345,7 @@ def _add_policy_verbs(sub: Any) -> None:
     )
     a.add_argument("names", nargs="+", metavar="NAME", help="a domain such as youtube.com")
     a.add_argument("--for", dest="duration", type=_duration, metavar="DURATION", help="how long")
-    target(a, True)
+    target(a, False)
     a.add_argument("--who", metavar="TEXT", help=who_help)
     a.add_argument("--comment", type=_comment_arg, metavar="TEXT", help=comment_help)
 
@@ -797,8 +804,31 @@ _POLICY_VERBS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PIHOLE_FLAGS:
+        verb = PIHOLE_FLAGS[argv[0]]
+        print(f"hint: 'pihole {argv[0]}' is 'guardian-dns {verb}' here", file=sys.stderr)
+        argv[0] = verb
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.verb in ("block", "deny", "remove", "list"):
+        from guardian_dns import edits
+
+        return edits.run(args)
+    if args.verb == "allow" and args.duration is None:
+        if args.client is not None:
+            print(
+                "guardian-dns: a permanent allow is for a group or everyone, not one device; "
+                "for a device use --for (a temporary allow) or put it in a group",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        from guardian_dns import edits
+
+        return edits.permanent_allow(args)
+    if args.verb == "allow" and args.client is None and args.group is None:
+        print("guardian-dns: a temporary allow needs --group G or --client X", file=sys.stderr)
+        return EXIT_USAGE
     if args.verb == "serve":
         return _serve(args)
     if args.verb == "check-config":

@@ -132,6 +132,9 @@ class BlockingConfig:
     rebinding_protection: bool = True
     local_domains: tuple[str, ...] = DEFAULT_LOCAL_DOMAINS  # private answers allowed under these
     bypass_protection: bool = True  # DoH canary, resolver.arpa (DDR), iCloud Private Relay
+    # The administrator's own allow/block files (adminlists.py; guardian-dns block/allow edit
+    # them). None: admin/ beside the config file (the state directory for the embedded config).
+    admin_dir: str | None = None
 
 
 @dataclass(frozen=True)

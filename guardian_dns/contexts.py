@@ -93,8 +93,8 @@ class Context:
         p = self.policy
         self.simple = (
             p.filtering
-            and not p.allow_names
-            and not p.block_names
+            and not p.own_names
+            and not p.category_blocks
             and not p.windows
             and not p.budgets
             and not self.rewrites

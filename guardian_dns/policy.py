@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, NamedTuple
 
+from guardian_dns.adminlists import AdminNames
 from guardian_dns.config import (
     DEFAULT_GROUP,
     EVERYTHING,
@@ -66,6 +67,8 @@ RULE_WINDOW_EXCEPT: Final = -9
 RULE_BUDGET_SPENT: Final = -10
 RULE_SAFE_SEARCH: Final = -11
 RULE_SAFE_SEARCH_REWRITE: Final = -12
+RULE_ADMIN_ALLOW: Final = -13
+RULE_ADMIN_BLOCK: Final = -14
 RULE_NAMES: Final[dict[int, str]] = {
     -2: "built-in bypass protection",
     RULE_PAUSED: "filtering paused",
@@ -78,6 +81,8 @@ RULE_NAMES: Final[dict[int, str]] = {
     RULE_BUDGET_SPENT: "time budget spent",
     RULE_SAFE_SEARCH: "safe search: this engine cannot enforce it, so it is blocked",
     RULE_SAFE_SEARCH_REWRITE: "safe search: answered with the engine's enforcement name",
+    RULE_ADMIN_ALLOW: "administrator's allow (guardian-dns allow)",
+    RULE_ADMIN_BLOCK: "administrator's block (guardian-dns block)",
 }
 
 
@@ -188,13 +193,21 @@ class GroupPolicy:
     line: int = 0
     # Safe search on engines that have no DNS mechanism (safesearch.SafeSearchTable): blocked.
     safe_search_blocks: frozenset[str] = frozenset()
+    # The administrator's names (adminlists.py, guardian-dns block/allow) for this group.
+    admin_allow: frozenset[str] = frozenset()
+    admin_block: frozenset[str] = frozenset()
+    # Admin blocks "--category C": name -> the category bits; blocked only while C is blocked.
+    category_blocks: dict[str, int] = field(default_factory=dict, compare=False)
     budget_mask: int = field(init=False)
-    # The allow (True) and block (False) names in one map: one walk up the name, not two.
-    own_names: dict[str, bool] = field(init=False, compare=False, repr=False)
+    # Every own name (the group's and the administrator's) -> the rule that decides it, allows
+    # over blocks at the same name: one walk up the name, not four.
+    own_names: dict[str, int] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        own = dict.fromkeys(self.block_names, False)
-        own.update(dict.fromkeys(self.allow_names, True))
+        own = dict.fromkeys(self.admin_block, RULE_ADMIN_BLOCK)
+        own.update(dict.fromkeys(self.block_names, RULE_GROUP_BLOCK))
+        own.update(dict.fromkeys(self.admin_allow, RULE_ADMIN_ALLOW))
+        own.update(dict.fromkeys(self.allow_names, RULE_GROUP_ALLOW))
         object.__setattr__(self, "own_names", own)
         mask = 0
         for _key, bits, _minutes in self.budgets:
@@ -288,13 +301,18 @@ def decide(
         hit = suffix_match(name, names)
         if hit is not None:
             # At the same name allow wins (the map says which), and the most specific name wins.
-            if names[hit]:
-                return Verdict(PASS, RULE_GROUP_ALLOW, 0, matched=hit)
-            return Verdict(BLOCK, RULE_GROUP_BLOCK, 0, matched=hit)
+            rule = names[hit]
+            if rule in (RULE_GROUP_ALLOW, RULE_ADMIN_ALLOW):
+                return Verdict(PASS, rule, 0, matched=hit)
+            return Verdict(BLOCK, rule, 0, matched=hit)
     if policy.safe_search_blocks:
         hit = suffix_match(name, policy.safe_search_blocks)
         if hit is not None:
             return Verdict(BLOCK, RULE_SAFE_SEARCH, 0, matched=hit)
+    if policy.category_blocks:
+        hit = suffix_match(name, policy.category_blocks)
+        if hit is not None and policy.category_blocks[hit] & state.mask:
+            return Verdict(BLOCK, RULE_ADMIN_BLOCK, policy.category_blocks[hit], matched=hit)
     if state.block_all:
         hit = suffix_match(name, state.except_names)
         if hit is None:
@@ -333,6 +351,7 @@ def compile_policies(
     table: DomainTable,
     default_mask: int,
     safe_search: SafeSearchTable | None = None,
+    admin: AdminNames | None = None,
 ) -> Policies:
     """Compile the config's groups against the table's category bits (config is validated).
 
@@ -369,6 +388,9 @@ def compile_policies(
             for rule in g.schedules
         )
         budgets = tuple((key, mask([key]), minutes) for key, minutes in g.budgets)
+        group_allow, group_block = frozenset[str](), frozenset[str]()
+        if admin is not None and admin.groups.get(g.name):
+            group_allow, group_block = admin.groups[g.name]
         compiled.append(
             GroupPolicy(
                 name=g.name,
@@ -385,6 +407,13 @@ def compile_policies(
                     safe_search.unenforceable(e.name for e in safe_search.engines)
                     if safe_search is not None and g.safe_search != "off"
                     else frozenset()
+                ),
+                admin_allow=group_allow | (admin.allow if admin is not None else frozenset()),
+                admin_block=group_block | (admin.block if admin is not None else frozenset()),
+                category_blocks=(
+                    {n: mask(cats) for n, cats in admin.category_blocks.items() if mask(cats)}
+                    if admin is not None
+                    else {}
                 ),
             )
         )

@@ -28,6 +28,7 @@ from typing import Any
 
 from guardian_dns import __version__
 from guardian_dns import compile as compile_mod
+from guardian_dns.adminlists import fingerprint
 from guardian_dns.clients import NeighbourWatcher
 from guardian_dns.config import Config, parse_listen
 from guardian_dns.control import ControlServer, socket_path
@@ -45,7 +46,7 @@ from guardian_dns.overrides import file_mark, read_overrides
 from guardian_dns.pipeline import Pipeline
 from guardian_dns.policy import all_lists
 from guardian_dns.querylog import QueryLog
-from guardian_dns.snapshot import Snapshot, build_snapshot
+from guardian_dns.snapshot import Snapshot, admin_dir, build_snapshot
 from guardian_dns.sources import feed_config, resolve
 from guardian_dns.sync import PID_FILE
 from guardian_dns.upstream import UpstreamPool
@@ -122,6 +123,7 @@ class GuardianServer:
         _raise_fd_limit()
         loop = asyncio.get_running_loop()
         table = await self._table(self.config)
+        self.lists = table
         snap = build_snapshot(self.config, 1, table)
         upstream = _pool(snap)
         now = self.clock()
@@ -242,6 +244,12 @@ class GuardianServer:
         loop = asyncio.get_running_loop()
         loop.call_later(1.0, self._policy_tick)
         pipeline = self.pipeline
+        if (
+            not self._reloading
+            and fingerprint(admin_dir(self.config)) != pipeline.snap.admin.fingerprint
+        ):
+            task = loop.create_task(self.reload(admin_only=True))
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
         if file_mark(self.state_dir) != self._overrides_mark:
             overrides = self._read_overrides(self.clock())
             if overrides is not None:
@@ -434,7 +442,7 @@ class GuardianServer:
         task = asyncio.get_running_loop().create_task(self.reload())
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
-    async def reload(self) -> bool:
+    async def reload(self, *, admin_only: bool = False) -> bool:
         """Verify-then-swap: build the new snapshot aside; keep the old one on any error."""
         if self._reloading:
             log.warning("reload: already in progress, request ignored")
@@ -444,9 +452,15 @@ class GuardianServer:
         loop = asyncio.get_running_loop()
         old = self.pipeline.snap
         try:
-            config = await loop.run_in_executor(None, self.reload_config)
-            table = await self._table(config)
+            if admin_only:
+                # The administrator's names changed (guardian-dns block/allow): same config,
+                # same table; only the policies are compiled again, in milliseconds.
+                config, table = self.config, self.lists
+            else:
+                config = await loop.run_in_executor(None, self.reload_config)
+                table = await self._table(config)
             snap = build_snapshot(config, old.gen + 1, table)
+            self.lists = table
         except GuardianError as exc:
             self.reloads["failed"] = self.reloads.get("failed", 0) + 1
             self.last_reload_error = str(exc)

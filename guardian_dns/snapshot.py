@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import time
 from dataclasses import dataclass
 
+from guardian_dns import adminlists
 from guardian_dns import compile as compile_mod
 from guardian_dns.answer import AnswerPolicy, BlockStyle, BlockTemplates
 from guardian_dns.clients import ClientMatcher
@@ -58,6 +60,7 @@ class Snapshot:
     policies: Policies
     clients: ClientMatcher  # which group each client is in (policy.groups' members)
     safe_search: SafeSearchTable | None  # loaded when a group uses safe search
+    admin: adminlists.AdminNames  # the administrator's own names (guardian-dns block/allow)
     config: Config
     filter: Filter
     categories: tuple[str, ...]
@@ -109,6 +112,17 @@ def _in_any(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
     if addr is None:
         return False
     return any(addr.version == n.version and addr in n for n in networks)
+
+
+def admin_dir(config: Config) -> str:
+    """Where ``guardian-dns block/allow`` keep their files for ``config`` (adminlists.py)."""
+    configured = config.blocking.admin_dir
+    if configured:
+        return os.path.join(config.base_dir, configured)
+    if os.path.isfile(config.source):
+        return os.path.join(config.base_dir, adminlists.ADMIN_DIR)
+    directory = compile_mod.state_dir(config.server.state_dir, config.base_dir)
+    return os.path.join(directory, adminlists.ADMIN_DIR)
 
 
 def build_snapshot(config: Config, gen: int, lists: compile_mod.Result | None = None) -> Snapshot:
@@ -187,12 +201,16 @@ def build_snapshot(config: Config, gen: int, lists: compile_mod.Result | None = 
     safe_search = None
     if any(g.safe_search != "off" for g in config.policy.groups):
         safe_search = load_safe_search()
-    policies = compile_policies(config, trie, policy_mask, safe_search)
+    admin = adminlists.load(admin_dir(config))
+    for problem in admin.problems[:MAX_WARNINGS_LOGGED]:
+        log.warning("admin list: %s", problem)
+    policies = compile_policies(config, trie, policy_mask, safe_search, admin)
     return Snapshot(
         gen=gen,
         policies=policies,
         clients=client_matcher(config),
         safe_search=safe_search,
+        admin=admin,
         config=config,
         filter=Filter(trie, policy_mask, bc.bypass_protection, regex),
         categories=categories,

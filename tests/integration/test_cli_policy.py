@@ -186,11 +186,13 @@ def test_allow_names_for_a_while(family: Family) -> None:
     assert "allowed roblox.test for client '192.168.1.70' until" in text.out
 
 
-def test_allow_without_for_says_permanent_allows_are_not_there_yet(family: Family) -> None:
+def test_allow_without_for_is_a_permanent_admin_allow_not_an_override(family: Family) -> None:
     r = family.run("allow", "youtube.com", "--group", "kids")
-    assert r.code == 2
-    assert "permanent allows are not available yet" in r.err and "--for" in r.err
-    assert not family.file.exists()
+    assert r.code == 0, r.err
+    assert "group-kids.allow.txt" in r.out
+    assert not family.file.exists(), "no temporary override was written"
+    r = family.run("allow", "youtube.com", "--client", "192.168.1.70")
+    assert r.code == 2 and "permanent allow is for a group" in r.err
 
 
 def test_one_bad_name_refuses_the_whole_allow_and_leaves_the_file_as_it_was(
