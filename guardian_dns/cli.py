@@ -6,8 +6,9 @@ What it must never do: print a traceback for a user error. Errors go to stderr a
 
 Exit codes:
   0  success
-  1  error (bad config, cannot listen, ...)
+  1  error (bad config, cannot listen, a refused edit, a failed sync, ...)
   2  bad command line
+  3  the server is not running (status, reload, tail, stats, devices)
 """
 
 from __future__ import annotations
@@ -60,8 +61,20 @@ examples:
   guardian-dns resume --all
   guardian-dns explain www.youtube.com --client 192.168.1.23 --at "2026-11-24 21:30"
   guardian-dns audit --since 7d                       # who changed what, from where, and why
+  guardian-dns block tiktok.com --group kids --comment "agreed at dinner"
+  guardian-dns allow khanacademy.org                  # for every group, permanently
+  guardian-dns remove tiktok.com --group kids
+  guardian-dns list blocked
+  guardian-dns status                                 # exit 0 running, 3 stopped
+  guardian-dns tail -f --blocked                      # blocked queries, live
+  guardian-dns stats; guardian-dns devices
+  guardian-dns report --since 7d --format csv         # blocked attempts for safeguarding
+  guardian-dns sync; guardian-dns lists               # feed and subscribed lists
+  Pi-hole habits: -b NAME is block NAME, -w NAME is allow NAME
 
-exit codes: 0 success, 1 error, 2 bad command line
+every verb has --help with examples, and --json for scripts.
+exit codes: 0 success, 1 error (a refused edit changes nothing), 2 bad command line,
+            3 the server is not running (status, reload, tail, stats, devices)
 signals: SIGHUP reloads (a bad config or list keeps the old one serving), SIGTERM/SIGINT stop
 """
 
@@ -122,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     from guardian_dns import edits
 
     edits.add_verbs(sub)
+    sub.add_parser(
+        "completion",
+        help="print the bash completion script",
+        description="Print the bash completion script (shipped as "
+        "deploy/bash-completion/guardian-dns; the installer puts it in place).",
+    )
     from guardian_dns import audit
 
     audit.add_verbs(sub)
@@ -811,6 +830,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv[0] = verb
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.verb == "completion":
+        from guardian_dns.completion import render
+
+        sys.stdout.write(render(parser))
+        return EXIT_OK
     if args.verb in ("block", "deny", "remove", "list"):
         from guardian_dns import edits
 

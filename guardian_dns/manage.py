@@ -98,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     except (GuardianError, OSError, ValueError) as exc:
         print(f"guardian-dns: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    if args.verb == "reload":
+        _audit_reload(config, reply)
     if args.json:
         print(json.dumps(reply, indent=2, sort_keys=True, default=str))
     else:
@@ -109,6 +111,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"guardian-dns: {reply.get('error')}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _audit_reload(config: Config, reply: dict[str, Any]) -> None:
+    """A reload is a change an administrator made: the audit log has it (audit.py)."""
+    from guardian_dns import audit
+    from guardian_dns.compile import state_dir
+
+    ok = bool(reply.get("ok"))
+    detail = (
+        f"generation {reply.get('generation')} in force"
+        if ok
+        else f"refused: {reply.get('error')}; generation {reply.get('generation')} kept"
+    )
+    directory = state_dir(config.server.state_dir, config.base_dir)
+    warning = audit.record(directory, "reload", {}, "ok" if ok else "error", detail)
+    if warning:
+        print(f"guardian-dns: warning: {warning}", file=sys.stderr)
 
 
 def _when(t: float | None) -> str:
