@@ -4,15 +4,17 @@ What it decides: what of the query log is kept for reports (``guardian-dns repor
 long. Per local hour, per client and group: how many queries and how many were blocked; for the
 blocked ones only, per category and name, how many attempts. Allowed names are never stored
 (privacy, and SD-card wear).
-What it reads: the in-memory ring buffer (``querylog.QueryLog``), from a timer on the event loop,
-taking what was appended since its last read; the group of a client and the category of a rule
-through two callables the server supplies.
+What it reads: the in-memory ring buffer (``querylog.QueryLog``), from a timer on the event loop
+(``tick``, every ``READ_INTERVAL`` seconds), taking what was appended since its last read; the
+group of a client and the category of a rule through two callables the server supplies.
 What it must never do: slow the query path. The pipeline's append is unchanged; this module only
 reads the buffer's ``total`` and ``pos`` afterwards. If more was appended than the buffer holds
 between two reads, the overwritten records are counted as ``lost`` (in the file and in
-``HistoryWriter.lost``), never waited for. ``collect`` runs on the loop and is O(new records),
-decoding the question name of blocked records only; ``Batch.write`` does the file I/O (append,
-one fsync per file per flush, retention) and belongs in an executor thread.
+``HistoryWriter.lost``), never waited for. Reading is O(new records) on the loop and decodes the
+question name of blocked records only; the counts wait in memory, and every ``flush_interval``
+seconds ``tick`` hands a ``Batch`` whose ``write`` does the file I/O (append, one fsync per day
+file, retention) in an executor thread. Reading often and writing rarely is what keeps both
+the buffer from wrapping on a busy school network and the SD card from wearing out.
 
 Files: ``<state_dir>/history/YYYY-MM-DD.jsonl``, named by the local date of the hours they hold
 (a flush just after midnight appends to two files). One JSON line per flush and day::
@@ -68,6 +70,10 @@ HISTORY_DIR: Final = "history"  # below the state directory
 SECRET_FILE: Final = "secret"
 SCHEMA: Final = 1
 PSEUDONYM_HEX: Final = 12
+# How often the server's timer reads the ring buffer (``HistoryWriter.tick``): often enough
+# that the default 10,000 records are not overwritten below 2,000 queries a second, whatever
+# flush_interval is. A read costs about a microsecond per new record, on the loop.
+READ_INTERVAL: Final = 5.0
 FILE_RE: Final = re.compile(r"(\d{4}-\d{2}-\d{2})\.jsonl\Z")
 UNKNOWN_CATEGORY: Final = "unknown"  # a rule id the current snapshot has no list for
 
@@ -181,8 +187,10 @@ class Batch:
 class HistoryWriter:
     """Reads the query log on a timer and appends hourly aggregates to the history files.
 
-    ``collect`` must run in the thread that appends to the query log (the event loop), so the
-    buffer cannot move under it; ``Batch.write`` may run anywhere (writes are serialised).
+    ``tick``, ``collect``, ``take`` and ``flush`` must run in the thread that appends to the
+    query log (the event loop), so the buffer cannot move under them; ``Batch.write`` may run
+    anywhere (writes are serialised). A crash loses the counts not yet written: at most
+    ``flush_interval`` seconds of them.
     """
 
     def __init__(
@@ -194,11 +202,13 @@ class HistoryWriter:
         category_of: Callable[[int], str],
         retention_days: int = 30,
         anonymise: bool = False,
+        flush_interval: float = 300.0,
         tz: tzinfo | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``directory``: the history directory (``history_dir(state_dir)``), made if missing.
+        ``flush_interval``: seconds between batches ``tick`` hands out for writing.
 
         ``group_of(ip)``: the client's group name; ``category_of(rule)``: a blocked record's
         category (``rule_category``). ``tz``: the zone of the hours (the policies' zone; None:
@@ -211,6 +221,8 @@ class HistoryWriter:
 
         if retention_days < 1:
             raise HistoryError(f"retention_days must be at least 1, not {retention_days}")
+        if flush_interval <= 0:
+            raise HistoryError(f"flush_interval must be above 0, not {flush_interval}")
         self.qlog = qlog
         self.directory = directory
         self.group_of = group_of
@@ -228,6 +240,14 @@ class HistoryWriter:
         self._lock = threading.Lock()
         self._hour = ("", 0.0, -1.0)  # the last hour key and its [start, end) in wall time
         self._hour_zone = tz
+        self.flush_interval = flush_interval
+        self._due = monotonic() + flush_interval
+        # Pending until the next batch: (hour, client) -> [queries, blocked] and
+        # (hour, client, rule, name) -> attempts; records read and records lost.
+        self._totals: dict[tuple[str, str], list[int]] = {}
+        self._blocked_names: dict[tuple[str, str, int, str], int] = {}
+        self._records = 0
+        self._lost = 0
         # Counters for status and metrics (read them, never reset them).
         self.records = 0  # records aggregated
         self.lost = 0  # records overwritten in the buffer before a collect read them
@@ -236,30 +256,41 @@ class HistoryWriter:
         self.last_write: float | None = None
 
     # -- on the event loop ---------------------------------------------------------------------
-    def collect(self) -> Batch:
-        """Aggregate what the query log took since the last collect. O(new records)."""
+    def tick(self) -> Batch | None:
+        """Every ``READ_INTERVAL`` seconds: read what is new; once ``flush_interval`` has passed
+        since the last batch, the batch to write (else None)."""
+        self.collect()
+        now = self.monotonic()
+        if now < self._due:
+            return None
+        self._due = now + self.flush_interval
+        return self.take()
+
+    def collect(self) -> None:
+        """Add what the query log took since the last collect to the pending counts.
+
+        O(new records). Records overwritten before this read are counted as lost.
+        """
         qlog = self.qlog
         total = qlog.total
         new = total - self._seen
         self._seen = total
-        lost = 0
         if new > qlog.size:
-            lost = new - qlog.size
+            self._lost += new - qlog.size
+            self.lost += new - qlog.size
             new = qlog.size
         buf = qlog.buf
         pos = qlog.pos
         start = pos - new
         records = buf[start:pos] if start >= 0 else buf[start:] + buf[:pos]  # oldest first
-        wall = self.clock()
-        offset = wall - self.monotonic()
+        offset = self.clock() - self.monotonic()
         blocked_reason = self._blocked
         if self._hour_zone is not self.tz:  # the server may set a new zone after a reload
             self._hour, self._hour_zone = ("", 0.0, -1.0), self.tz
         hour, h_start, h_end = self._hour
-        # (hour, client) -> [queries, blocked]; (hour, client, rule, name) -> attempts
-        totals: dict[tuple[str, str], list[int]] = {}
-        blocked: dict[tuple[str, str, int, str], int] = {}
-        first_hour = ""
+        totals = self._totals
+        blocked = self._blocked_names
+        n = 0
         for rec in records:
             if rec is None:
                 continue
@@ -267,8 +298,7 @@ class HistoryWriter:
             w = t + offset
             if not h_start <= w < h_end:
                 hour, h_start, h_end = self._hour = self._hour_of(w)
-            if not first_hour:
-                first_hour = hour
+            n += 1
             counts = totals.get((hour, client))
             if counts is None:
                 counts = totals[hour, client] = [0, 0]
@@ -277,11 +307,20 @@ class HistoryWriter:
                 counts[1] += 1
                 key = (hour, client, rule, question_name(message))
                 blocked[key] = blocked.get(key, 0) + 1
-        batch = Batch(self, wall, records=sum(c[0] for c in totals.values()), lost=lost)
-        self.records += batch.records
-        self.lost += lost
-        if totals or lost:
-            self._lines(batch, totals, blocked, first_hour or self._hour_of(wall)[0])
+        self._records += n
+        self.records += n
+
+    def take(self) -> Batch:
+        """The pending counts as a batch of lines (empty when nothing happened); starts afresh."""
+        wall = self.clock()
+        batch = Batch(self, wall, records=self._records, lost=self._lost)
+        if self._totals or self._lost:
+            hours = {hour for hour, _client in self._totals}
+            first = min(hours, key=datetime.fromisoformat) if hours else self._hour_of(wall)[0]
+            self._lines(batch, self._totals, self._blocked_names, first)
+        self._totals = {}
+        self._blocked_names = {}
+        self._records = self._lost = 0
         return batch
 
     def _hour_of(self, w: float) -> tuple[str, float, float]:
@@ -372,8 +411,12 @@ class HistoryWriter:
             self.expire(batch.at)
 
     def flush(self) -> Batch:
-        """Collect and write now, in this thread (shutdown, tests). Raises OSError."""
-        batch = self.collect()
+        """Read, take and write now, in this thread (at shutdown, on the loop; tests).
+
+        Raises OSError.
+        """
+        self.collect()
+        batch = self.take()
         batch.write()
         return batch
 
@@ -543,6 +586,7 @@ def _counts(*values: object) -> bool:
 __all__ = [
     "HISTORY_DIR",
     "POLICY_CATEGORIES",
+    "READ_INTERVAL",
     "Batch",
     "History",
     "HistoryError",

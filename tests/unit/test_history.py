@@ -47,6 +47,7 @@ class Rig:
         self.log = QueryLog(size)
         self.directory = directory
         self.now = local(self.tz, "2026-03-02 14:30")
+        self.mono = MONO
         self.group_calls: list[str] = []
         self.category_calls: list[int] = []
         self.writer = self.make_writer(**kw)
@@ -67,13 +68,13 @@ class Rig:
             category_of=category_of,
             tz=self.tz,
             clock=lambda: self.now,
-            monotonic=lambda: MONO,
+            monotonic=lambda: self.mono,
             **kw,
         )
 
     def at(self, when: str) -> float:
         """The record time (monotonic) of a local time, as the next collect will read it."""
-        return MONO - (self.now - local(self.tz, when))
+        return self.mono - (self.now - local(self.tz, when))
 
     def add(
         self,
@@ -228,6 +229,27 @@ def test_a_flush_after_the_buffer_wrapped_reads_the_new_records_in_order(tmp_pat
     last = rig.lines()[-1]
     assert [h["hour"] for h in last["hours"]] == ["2026-03-02T14:00+00:00"]
     assert last["hours"][0]["totals"] == [["192.168.1.21", "kids", 3, 3]]
+
+
+def test_frequent_reads_keep_a_small_buffer_from_wrapping_between_writes(tmp_path: Path) -> None:
+    rig = Rig(tmp_path / "history", size=4, flush_interval=300.0)
+    path = rig.directory / "2026-03-02.jsonl"
+    for tick in range(5):  # 15 queries through a 4-record buffer, read every 5 s
+        for i in range(3):
+            rig.block(f"2026-03-02 14:{tick * 3 + i:02d}", "192.168.1.20", "adult.test")
+        assert rig.writer.tick() is None, "a batch before flush_interval passed"
+        rig.mono += 5.0
+        rig.now += 5.0
+    assert not path.exists(), "written before flush_interval"
+    rig.mono += 300.0
+    rig.now += 300.0
+    batch = rig.writer.tick()
+    assert batch is not None
+    assert (batch.records, batch.lost) == (15, 0)
+    batch.write()
+    [line] = rig.lines()
+    assert line["hours"][0]["blocked"] == [["192.168.1.20", "kids", "adult", "adult.test", 15]]
+    assert rig.writer.tick() is None, "the next batch is due flush_interval later"
 
 
 # --- days, hours and retention --------------------------------------------------------------------
