@@ -171,6 +171,10 @@ class QueryLogConfig:
     """In-memory ring buffer of recent decisions; no log line per query."""
 
     size: int = 10000
+    history: bool = True  # hourly counts on disk for 'guardian-dns report' (history.py)
+    retention_days: int = 30  # day files older than this are deleted
+    anonymise: bool = False  # store a stable pseudonym instead of each client's address
+    flush_interval: float = 300.0  # seconds between appends (SD-card wear vs. what a crash loses)
 
 
 @dataclass(frozen=True)
@@ -598,6 +602,8 @@ _CHECKS: Final[dict[str, _Check]] = {
     "feed.subscription_max_shrink": _between(0, 1),
     "feed.subscription_min_lines": _at_least(0),
     "query_log.size": _at_least(0),
+    "query_log.retention_days": _between(1, 3660),
+    "query_log.flush_interval": _between(1, 3600),
     "logging.level": _one_of(LOG_LEVELS),
 }
 # Checks for each item of a list-valued field.

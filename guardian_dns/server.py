@@ -33,6 +33,13 @@ from guardian_dns.clients import NeighbourWatcher
 from guardian_dns.config import Config, parse_listen
 from guardian_dns.control import ControlServer, socket_path
 from guardian_dns.errors import GuardianError
+from guardian_dns.history import (
+    READ_INTERVAL,
+    HistoryError,
+    HistoryWriter,
+    history_dir,
+    rule_category,
+)
 from guardian_dns.listener import (
     Gate,
     ListenerStats,
@@ -88,6 +95,7 @@ class GuardianServer:
         self.clock = wall_clock()
         self.state_dir = compile_mod.state_dir(config.server.state_dir, config.base_dir)
         self.neighbours: NeighbourWatcher | None = None
+        self.history: HistoryWriter | None = None
         self._overrides_mark: tuple[int, int, int] | None = None
         self._due: asyncio.TimerHandle | None = None
         self.syncs: dict[str, int] = {}  # sync runs by result ("ok" or an error code)
@@ -147,6 +155,7 @@ class GuardianServer:
         loop.call_later(_USAGE_SAVE_INTERVAL, self._save_usage_timer)
         self._write_pid()
         self._sync_task = loop.create_task(self._sync_loop())
+        self._start_history(snap)
         self.control = ControlServer(
             self, socket_path(self.config), self.config.server.control_group
         )
@@ -302,6 +311,52 @@ class GuardianServer:
             if not f.cancelled() and f.exception() is None and f.result():
                 self.pipeline.set_neighbours(watcher.mapping)
             loop.call_later(watcher.interval, self._neighbour_timer)
+
+        future.add_done_callback(done)
+
+    def _start_history(self, snap: Snapshot) -> None:
+        """The query history for 'guardian-dns report': read from the ring buffer on a timer."""
+        qc = self.config.query_log
+        if not qc.history:
+            return
+        pipeline = self.pipeline
+        try:
+            self.history = HistoryWriter(
+                pipeline.qlog,
+                history_dir(self.state_dir),
+                # Looked up when a batch is made, once per client and per rule: the current
+                # snapshot's groups and lists, as the pipeline sees them.
+                group_of=lambda ip: pipeline.contexts.for_client(ip).policy.name,
+                category_of=lambda rule: rule_category(pipeline.snap, rule),
+                retention_days=qc.retention_days,
+                anonymise=qc.anonymise,
+                flush_interval=qc.flush_interval,
+                tz=snap.policies.tz,
+                clock=self.clock,
+                monotonic=asyncio.get_running_loop().time,  # the clock of the records' times
+            )
+        except (HistoryError, OSError) as exc:
+            log.error("query history off: %s", exc)
+            return
+        asyncio.get_running_loop().call_later(READ_INTERVAL, self._history_timer)
+
+    def _history_timer(self) -> None:
+        """Read the ring buffer on the loop (O(new records)); every flush_interval, append and
+        fsync the counts in a thread."""
+        history = self.history
+        if history is None:
+            return
+        loop = asyncio.get_running_loop()
+        batch = history.tick()
+        if batch is None:
+            loop.call_later(READ_INTERVAL, self._history_timer)
+            return
+        future = loop.run_in_executor(None, batch.write)
+
+        def done(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.warning("query history not written: %s", f.exception())
+            loop.call_later(READ_INTERVAL, self._history_timer)
 
         future.add_done_callback(done)
 
@@ -475,6 +530,10 @@ class GuardianServer:
             self._reloading = False
         if config.server.listen != old.config.server.listen:
             log.warning("reload: server.listen changed; restart to apply it")
+        if config.query_log != old.config.query_log:
+            log.warning("reload: query_log settings changed; restart to apply them")
+        if self.history is not None:
+            self.history.tz = snap.policies.tz
         if config.metrics != old.config.metrics:
             log.warning("reload: metrics settings changed; restart to apply them")
         upstream = self.pipeline.upstream
@@ -520,6 +579,11 @@ class GuardianServer:
         await self.pipeline.upstream.close()
         for task in list(self.pipeline.tasks):
             task.cancel()
+        if self.history is not None:
+            try:
+                self.history.flush()  # the last interval, now that nothing answers any more
+            except OSError as exc:
+                log.warning("query history not written: %s", exc)
         try:
             if self._usage_to_keep():
                 self.usage.save(self.clock())

@@ -47,7 +47,9 @@ def test_a_restart_reuses_the_saved_table(tmp_path: Path, auth_server: AuthServe
         assert _rcode(first, "www." + BLOCKED) == dns.rcode.NXDOMAIN
         assert "domain table built" in first.stderr_text()
     assert (state / "domains.table").is_file()
-    assert [p.name for p in state.iterdir()] == ["domains.table"]  # no temporary file left
+    # No temporary file left: only the table and the query history's day files.
+    assert sorted(p.name for p in state.iterdir()) == ["domains.table", "history"]
+    assert all(p.suffix == ".jsonl" for p in (state / "history").iterdir())
     with GuardianProcess(config) as second:
         assert _rcode(second, BLOCKED) == dns.rcode.NXDOMAIN
         assert "domain table loaded from the state directory" in second.stderr_text()
