@@ -30,6 +30,7 @@ UNIT=guardian-dns.service
 SVC_USER=guardian-dns
 ADMIN_GROUP=guardian-admin
 BIN_LINK=/usr/local/bin/guardian-dns
+COMPLETION=/usr/share/bash-completion/completions/guardian-dns
 RESOLVED_DROPIN=/etc/systemd/resolved.conf.d/90-guardian-dns.conf
 DNSMASQ_DROPIN=/etc/dnsmasq.d/90-guardian-dns.conf
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -215,6 +216,9 @@ exec $venv/bin/python3 -m guardian_dns "\$@"
 EOF
   chmod 0755 "$venv/bin/guardian-dns"
   ln -sfn "$venv/bin/guardian-dns" "$BIN_LINK"
+  if [ -f "$SRC/deploy/bash-completion/guardian-dns" ]; then
+    install -D -m 0644 "$SRC/deploy/bash-completion/guardian-dns" "$COMPLETION"
+  fi
   # Compiled now: the service may not write under /opt (ProtectSystem=strict).
   "$venv/bin/python3" -m compileall -q "$PREFIX/app/guardian_dns" >/dev/null
   say "code: $PREFIX/app ($("$venv/bin/python3" -c 'import guardian_dns; print(guardian_dns.__version__)'))"
@@ -263,6 +267,11 @@ EOF
     cat <<EOF
     - "fe80::/10"
     - "fc00::/7"
+  # Written out (rather than left to systemd's environment) so that the admin verbs run from a
+  # shell (guardian-dns status, pause, allow, ...) find the same state and socket as the service.
+  state_dir: $STATE
+  control_socket: /run/guardian-dns/control.sock
+  control_group: $ADMIN_GROUP
 
 upstream:
   # Empty: the servers in /etc/resolv.conf (usually the router), skipping this Pi itself.
@@ -502,7 +511,8 @@ Guardian DNS is installed. Next:
   2. In your router's settings, set the DHCP "DNS server" to this Pi's address
      (${first%:*}); devices pick it up when they renew their lease (or reconnect).
   3. From a phone or laptop:    dig example.com   (the SERVER line shows the Pi)
-  Service: systemctl status guardian-dns; logs: journalctl -u guardian-dns
+  Service: guardian-dns status --config $CONFIG (root or $ADMIN_GROUP);
+           systemctl status guardian-dns; logs: journalctl -u guardian-dns
   Config:  $CONFIG (check-config, then systemctl reload guardian-dns)
   Remove:  $PREFIX/app/deploy/raspberrypi/uninstall.sh
 EOF

@@ -67,6 +67,7 @@ if [ -e "$DNSMASQ_DROPIN" ]; then
 fi
 
 if [ -L "$BIN_LINK" ]; then rm -f "$BIN_LINK"; fi
+rm -f /usr/share/bash-completion/completions/guardian-dns
 if [ -d "$PREFIX" ]; then
   rm -rf "$PREFIX"
   say "$PREFIX removed"

@@ -310,6 +310,8 @@ def test_install_sh_sets_up_user_venv_config_and_unit(installed: Path) -> None:
         "/opt/guardian-dns/venv/bin/guardian-dns"
     )
     assert (installed / "opt" / "guardian-dns" / "app" / "blocklists" / "adult.hosts").exists()
+    completion = installed / "usr" / "share" / "bash-completion" / "completions" / "guardian-dns"
+    assert completion.exists()
 
     config = installed / "etc" / "guardian-dns" / "guardian.yaml"
     text = config.read_text()
@@ -352,7 +354,11 @@ def test_installed_server_answers_on_loopback_as_the_unit_runs_it(installed: Pat
         "/opt/guardian-dns/venv/bin/guardian-dns serve "
         "--config /etc/guardian-dns/guardian.yaml --ready-fd 7"
     )
+    status = chroot("/usr/local/bin/guardian-dns status --config /etc/guardian-dns/guardian.yaml")
     script = f"""
+# What RuntimeDirectory=guardian-dns and RuntimeDirectoryMode=2770 make before the start.
+install -d -m 2770 -o "$(chroot "$R" id -u guardian-dns)" -g "$(chroot "$R" getent group \
+  guardian-admin | cut -d: -f3)" "$R/run/guardian-dns"
 mkfifo /tmp/gd-ready-$$
 {serve} 7>/tmp/gd-ready-$$ 2>/tmp/gd-err-$$ &
 pid=$!
@@ -364,6 +370,7 @@ echo "READY $line"
 {dig} @127.0.0.1 -p 53 +tries=1 +time=5 {blocked} A | grep -E 'status:|EDE' || true
 {dig} @127.0.0.1 -p 53 +tcp +tries=1 +time=5 {blocked} A | grep -E 'status:' || true
 ls -ln "$R/var/lib/guardian-dns"
+{status} && echo "STATUS OK"
 kill -TERM "$pid"
 wait "$pid"; echo "EXIT $?"
 cat /tmp/gd-err-$$ >&2
@@ -378,6 +385,7 @@ cat /tmp/gd-err-$$ >&2
     assert any("domains" in line and line.split()[2] == user[2] for line in out.splitlines()), (
         f"no domain table saved by guardian-dns in the state directory:\n{out}"
     )
+    assert "STATUS OK" in out, out + done.stderr  # the admin verb finds the service's socket
     assert "EXIT 0" in out, done.stderr
 
 
@@ -438,6 +446,20 @@ def test_bypass_rules_install_load_and_verify(installed: Path) -> None:
         timeout=120,
     )
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stdout + verify.stderr
+
+
+def test_openwrt_fw4_include_loads_inside_fw4s_table(debian_root: Path) -> None:
+    """fw4 includes /etc/nftables.d/*.nft inside "table inet fw4": chains only, valid there."""
+    include = "/root/guardian-src/deploy/openwrt/guardian-dns-bypass.nft"
+    done = run_in_root(
+        debian_root,
+        f'printf \'table inet fw4 {{\\n  include "{include}"\\n}}\\n\' >"$R/tmp/fw4.nft"\n'
+        + chroot("nft -f /tmp/fw4.nft")
+        + "\n"
+        + chroot("nft list table inet fw4"),
+    )
+    assert "guardian_dns_redirect" in done.stdout and "redirect to :53" in done.stdout
+    assert "guardian_dns_encrypted" in done.stdout
 
 
 def test_port_53_conflict_with_dnsmasq_is_explained(installed: Path) -> None:
