@@ -46,8 +46,10 @@ def start(config: Path, port: int, stderr: Path) -> tuple[subprocess.Popen[bytes
     r, w = os.pipe()
     began = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "guardian_dns", "serve", "--config", str(config)]
-        + ["--listen", f"127.0.0.1:{port}", "--ready-fd", str(w)],
+        [
+            *(sys.executable, "-m", "guardian_dns", "serve", "--config", str(config)),
+            *("--listen", f"127.0.0.1:{port}", "--ready-fd", str(w)),
+        ],
         pass_fds=(w,),
         cwd=REPO,
         stderr=stderr.open("wb"),
@@ -118,8 +120,10 @@ def main() -> None:
         sampler = threading.Thread(target=sample)
         sampler.start()
         done = subprocess.run(
-            ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries)]
-            + ["-l", str(args.seconds), "-Q", str(args.qps)],
+            [
+                *("dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries)),
+                *("-l", str(args.seconds), "-Q", str(args.qps)),
+            ],
             capture_output=True,
             text=True,
             check=False,
