@@ -101,6 +101,7 @@ class Context:
             and not p.safe_search_blocks
             and not state.paused
             and not state.temp_allow
+            and not state.temp_block
             and not state.block_all
             and state.mask == plain_mask
         )
@@ -122,6 +123,7 @@ def _same(a: State, b: State) -> bool:
         and a.except_names == b.except_names
         and a.paused == b.paused
         and a.temp_allow == b.temp_allow
+        and a.temp_block == b.temp_block
     )
 
 
@@ -242,12 +244,18 @@ class Contexts:
         matching = self.overrides.matching(g.name, ctx.identity or "", wall)
         paused = any(o.kind == "pause" for o in matching)
         allows = [o.domain for o in matching if o.kind == "allow" and o.domain]
+        blocks = [o.domain for o in matching if o.kind == "block" and o.domain]
         ends = min((o.expires for o in matching), default=math.inf)
         # An override that starts later (none do today) or ends: the next expiry bounds the state.
         ends = min(ends, self.overrides.next_expiry(wall))
         day_end = day_bounds(self.policies.tz, wall)[1] if g.budgets else math.inf
         state = g.state(
-            wall, paused=paused, temp_allow=allows, overrides_until=ends, day_end=day_end
+            wall,
+            paused=paused,
+            temp_allow=allows,
+            temp_block=blocks,
+            overrides_until=ends,
+            day_end=day_end,
         )
         changed = ctx.install(state, next(self.next_gen), self.plain_mask)
         if changed and not force:
@@ -287,6 +295,8 @@ def describe(state: State) -> str:
         parts.append("everything blocked but exceptions")
     if state.temp_allow:
         parts.append("temporary allows " + ", ".join(sorted(state.temp_allow)))
+    if state.temp_block:
+        parts.append("temporary blocks " + ", ".join(sorted(state.temp_block)))
     return "; ".join(parts) or "base rules"
 
 

@@ -382,6 +382,11 @@ async def _devices(srv: GuardianServer, args: dict[str, Any], _w: asyncio.Stream
         d["queries"] += 1
         d["blocked"] += rec["reason"] == "blocked"
         d["last_seen"] = max(d["last_seen"], rec["time"])
+    # The names the config gives devices (policy.devices), by MAC or address as written.
+    named: dict[str, str] = {}
+    for name, members, _line in srv.config.policy.devices:
+        for member in members:
+            named[member.lower()] = name
     out = []
     for ip, d in sorted(seen.items(), key=lambda kv: -kv[1]["last_seen"]):
         ctx = p.contexts.for_client(ip)
@@ -389,6 +394,7 @@ async def _devices(srv: GuardianServer, args: dict[str, Any], _w: asyncio.Stream
         out.append(
             {
                 "client": ip,
+                "name": named.get(mac.lower()) or named.get(ip),
                 "mac": mac if mac != ip else None,
                 "group": ctx.policy.name,
                 "own_overrides": ctx.identity is not None,

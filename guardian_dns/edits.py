@@ -59,7 +59,15 @@ def add_verbs(sub: Any) -> None:
         scope.add_argument(
             "--category", metavar="CATEGORY", help="for the groups that block this category"
         )
-        b.add_argument("--for", dest="duration", metavar="DURATION", help=argparse.SUPPRESS)
+        scope.add_argument(
+            "--client", metavar="IP|MAC", help="only this device (with --for: temporary)"
+        )
+        b.add_argument(
+            "--for",
+            dest="duration",
+            metavar="DURATION",
+            help="a temporary block (15m, 2h, 1d): ends by itself, 'overrides' shows it",
+        )
         b.add_argument("--comment", metavar="TEXT", help="why (kept in the file and the audit)")
     r = sub.add_parser(
         "remove",
@@ -127,9 +135,11 @@ def run(args: argparse.Namespace) -> int:
             return _list(config, args)
         if args.verb in ("block", "deny"):
             if args.duration is not None:
+                return _temporary_block(config, args)
+            if args.client is not None:
                 print(
-                    "guardian-dns: temporary blocks are not available; a permanent block is "
-                    "'guardian-dns block NAME' (remove it later with 'guardian-dns remove NAME')",
+                    "guardian-dns: a permanent block is for a group or everyone, not one "
+                    "device; for a device use --for (a temporary block) or put it in a group",
                     file=sys.stderr,
                 )
                 return 2
@@ -188,6 +198,52 @@ def _add(config: Config, args: argparse.Namespace, action: str) -> int:
         for n in already:
             print(f"{n} was already {action}ed for {scope}")
         print("the running server applies it within a second")
+    return 0
+
+
+def _temporary_block(config: Config, args: argparse.Namespace) -> int:
+    """``block NAME --for 2h``: an override (overrides.py), ended by time or ``resume``."""
+    import time
+
+    from guardian_dns.cli import _duration
+    from guardian_dns.compile import state_dir
+    from guardian_dns.overrides import client_target, edit_overrides
+    from guardian_dns.usage import Override, Overrides
+
+    if args.category is not None:
+        raise AdminEditError("--category and --for: a temporary block is for a group or a device")
+    try:
+        seconds = _duration(args.duration)
+        client = None if args.client is None else client_target(args.client)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise AdminEditError(str(exc)) from None
+    group = _group(config, args.group)
+    names = [check_name(n) for n in args.names]
+    if client is not None:
+        targets = [("client", client)]
+    elif group is not None:
+        targets = [("group", group)]
+    else:
+        targets = [("group", g) for g in [DEFAULT_GROUP, *(g.name for g in config.policy.groups)]]
+    now = time.time()
+
+    def change(ov: Overrides) -> list[Override]:
+        return [
+            ov.add("block", tk, target, name, now, seconds / 60)  # type: ignore[arg-type]
+            for tk, target in targets
+            for name in names
+        ]
+
+    added = edit_overrides(state_dir(config.server.state_dir, config.base_dir), now, change)
+    scope = f"client {client}" if client else f"group {group}" if group else "every group"
+    _audit(config, args, "ok", f"blocked {', '.join(names)} for {scope} for {args.duration}")
+    if args.json:
+        print(json.dumps({"added": [o.as_json() for o in added]}, indent=2))
+    else:
+        print(
+            f"blocked {', '.join(names)} for {scope} for {args.duration}; "
+            f"ids {', '.join(o.id for o in added)} (end early: guardian-dns resume ID)"
+        )
     return 0
 
 

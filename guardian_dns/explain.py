@@ -298,11 +298,13 @@ def explain(
         applied = overrides.matching(gp.name, identity, t)
     paused = any(o.kind == "pause" for o in applied)
     temp_allow = [o.domain for o in applied if o.kind == "allow" and o.domain is not None]
+    temp_block = [o.domain for o in applied if o.kind == "block" and o.domain is not None]
     overrides_until = min((o.expires for o in applied), default=math.inf)
     state = gp.state(
         t,
         paused=paused,
         temp_allow=temp_allow,
+        temp_block=temp_block,
         overrides_until=overrides_until,
         day_end=usage.day_bounds(policies.tz, t)[1],
     )
@@ -514,7 +516,7 @@ def _iso(t: float, tz: ZoneInfo) -> str:
 
 def override_text(o: usage.Override) -> str:
     """``pause for group 'kids'``, ``allow youtube.com for client 192.168.1.23``."""
-    what = "pause" if o.kind == "pause" else f"allow {o.domain}"
+    what = "pause" if o.kind == "pause" else f"{o.kind} {o.domain}"
     return f"{what} for {o.target_kind} {o.target!r}"
 
 

@@ -59,6 +59,13 @@ def add_verbs(sub: Any) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         common(p)
+        if verb == "stats":
+            p.add_argument(
+                "--since",
+                metavar="WHEN",
+                help="from the query history on disk instead (24h, 7d, an ISO date); "
+                "works when the server is stopped",
+            )
     t = sub.add_parser(
         "tail",
         help="recent queries, and with -f new ones as they come",
@@ -84,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
             print(prob, file=sys.stderr)
         return EXIT_ERROR
     path = socket_path(config)
+    if args.verb == "stats" and args.since:
+        return _stats_from_history(config, args)
     try:
         if args.verb == "tail":
             return _tail(path, args)
@@ -110,6 +119,62 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"guardian-dns: {reply.get('error')}", file=sys.stderr)
         return EXIT_ERROR
+    return EXIT_OK
+
+
+def _stats_from_history(config: Config, args: argparse.Namespace) -> int:
+    """``stats --since``: the top blocked names, categories and clients from history.py's
+    files, so it answers for last week and when the server is stopped."""
+    import time
+    from collections import Counter
+
+    from guardian_dns.audit import parse_since
+    from guardian_dns.compile import state_dir
+    from guardian_dns.history import history_dir, read_history
+
+    try:
+        since = parse_since(args.since, time.time())
+    except ValueError as exc:
+        print(f"guardian-dns: --since: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    directory = history_dir(state_dir(config.server.state_dir, config.base_dir))
+    try:
+        h = read_history(directory, since)
+    except OSError as exc:
+        print(f"guardian-dns: {directory}: cannot read: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    names: Counter[str] = Counter()
+    categories: Counter[str] = Counter()
+    clients: Counter[str] = Counter()
+    for (_hour, client, _group, category, name), n in h.blocked.items():
+        names[name] += n
+        categories[category] += n
+        clients[client] += n
+    queries = sum(v[0] for v in h.totals.values())
+    blocked = sum(v[1] for v in h.totals.values())
+    doc: dict[str, Any] = {
+        "ok": True,
+        "since": since,
+        "queries": queries,
+        "blocked": blocked,
+        "top_blocked_names": names.most_common(10),
+        "top_blocked_categories": categories.most_common(10),
+        "top_blocked_clients": clients.most_common(10),
+        "lost": h.lost,
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    print(f"since {_when(since)}: {queries:,} queries, {blocked:,} blocked")
+    for title, key in (
+        ("top blocked names", "top_blocked_names"),
+        ("top blocked categories", "top_blocked_categories"),
+        ("top blocked clients", "top_blocked_clients"),
+    ):
+        if doc[key]:
+            print(f"  {title}:")
+            for item, n in doc[key]:
+                print(f"    {n:>7,}  {item}")
     return EXIT_OK
 
 
@@ -194,11 +259,14 @@ def _print_stats(r: dict[str, Any]) -> None:
 def _print_devices(r: dict[str, Any]) -> None:
     if not r.get("ok"):
         return
-    print(f"{'client':<40} {'mac':<18} {'group':<12} {'queries':>8} {'blocked':>8}  last seen")
+    print(
+        f"{'client':<40} {'name':<16} {'mac':<18} {'group':<12} {'queries':>8} {'blocked':>8}"
+        "  last seen"
+    )
     for d in r["devices"]:
         print(
-            f"{d['client']:<40} {d['mac'] or '-':<18} {d['group']:<12} {d['queries']:>8} "
-            f"{d['blocked']:>8}  {_when(d['last_seen'])}"
+            f"{d['client']:<40} {d['name'] or '-':<16} {d['mac'] or '-':<18} {d['group']:<12} "
+            f"{d['queries']:>8} {d['blocked']:>8}  {_when(d['last_seen'])}"
         )
 
 

@@ -20,7 +20,8 @@ Precedence, first match wins (tests/unit/test_policy.py checks each line):
 
 1. a pause for the client or its group: nothing is filtered;
 2. a group with ``filtering: false``: nothing is filtered;
-3. a temporary allow of the name (or a parent) for the client or its group;
+3. a temporary allow of the name (or a parent) for the client or its group, then a temporary
+   block of it (``guardian-dns block NAME --for 2h``);
 4. the group's own ``allow`` names, then its own ``block`` names (most specific first);
    then, with safe search on, the search engines that have no DNS mechanism to enforce it;
 5. a ``block: "*"`` window: everything is blocked except the window's ``except`` names;
@@ -69,6 +70,7 @@ RULE_SAFE_SEARCH: Final = -11
 RULE_SAFE_SEARCH_REWRITE: Final = -12
 RULE_ADMIN_ALLOW: Final = -13
 RULE_ADMIN_BLOCK: Final = -14
+RULE_TEMP_BLOCK: Final = -15
 RULE_NAMES: Final[dict[int, str]] = {
     -2: "built-in bypass protection",
     RULE_PAUSED: "filtering paused",
@@ -83,6 +85,7 @@ RULE_NAMES: Final[dict[int, str]] = {
     RULE_SAFE_SEARCH_REWRITE: "safe search: answered with the engine's enforcement name",
     RULE_ADMIN_ALLOW: "administrator's allow (guardian-dns allow)",
     RULE_ADMIN_BLOCK: "administrator's block (guardian-dns block)",
+    RULE_TEMP_BLOCK: "temporary block (guardian-dns block --for)",
 }
 
 
@@ -175,6 +178,7 @@ class State:
     temp_allow: frozenset[str]
     until: float  # Unix time of the next possible change (math.inf: none)
     windows: tuple[str, ...]  # names of the active schedule windows, for explain and status
+    temp_block: frozenset[str] = frozenset()  # temporary blocks (after temporary allows)
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,7 @@ class GroupPolicy:
         *,
         paused: bool = False,
         temp_allow: Iterable[str] = (),
+        temp_block: Iterable[str] = (),
         overrides_until: float = math.inf,
         day_end: float = math.inf,
     ) -> State:
@@ -253,6 +258,7 @@ class GroupPolicy:
             except_names=frozenset(except_names),
             paused=paused,
             temp_allow=frozenset(temp_allow),
+            temp_block=frozenset(temp_block),
             until=until,
             windows=tuple(active),
         )
@@ -296,6 +302,10 @@ def decide(
         hit = suffix_match(name, state.temp_allow)
         if hit is not None:
             return Verdict(PASS, RULE_TEMP_ALLOW, 0, matched=hit)
+    if state.temp_block:
+        hit = suffix_match(name, state.temp_block)
+        if hit is not None:
+            return Verdict(BLOCK, RULE_TEMP_BLOCK, 0, matched=hit)
     names = policy.own_names
     if names:
         hit = suffix_match(name, names)

@@ -71,9 +71,9 @@ MAX_OVERRIDE_MINUTES: Final = 7 * 24 * 60
 MAX_FILE_BYTES: Final = 16 << 20
 MAX_WHO: Final = 200  # free text shown in status; bounded so the file stays small
 
-Kind = Literal["allow", "pause"]
+Kind = Literal["allow", "pause", "block"]
 TargetKind = Literal["group", "client"]
-KINDS: Final[tuple[Kind, ...]] = ("allow", "pause")
+KINDS: Final[tuple[Kind, ...]] = ("allow", "pause", "block")
 TARGET_KINDS: Final[tuple[TargetKind, ...]] = ("group", "client")
 
 _ID_RE: Final = re.compile(r"[0-9a-z]{4,32}\Z")
@@ -441,7 +441,7 @@ class Override:
         if not isinstance(self.id, str) or not _ID_RE.match(self.id):
             raise ValueError(f"override id {self.id!r}: expected 4 to 32 of a-z and 0-9")
         if self.kind not in KINDS:
-            raise ValueError(f"override kind {self.kind!r}: expected 'allow' or 'pause'")
+            raise ValueError(f"override kind {self.kind!r}: expected 'allow', 'block' or 'pause'")
         if self.target_kind not in TARGET_KINDS:
             raise ValueError(
                 f"override target kind {self.target_kind!r}: expected 'group' or 'client'"
@@ -451,9 +451,9 @@ class Override:
                 f"override {self.target_kind} {self.target!r}: expected a name or address "
                 "without spaces"
             )
-        if self.kind == "allow":
+        if self.kind in ("allow", "block"):
             if self.domain is None:
-                raise ValueError("an allow needs a domain (such as 'youtube.com')")
+                raise ValueError(f"an {self.kind} needs a domain (such as 'youtube.com')")
             check_domain(self.domain)
         elif self.domain is not None:
             raise ValueError(

@@ -67,9 +67,11 @@ blocking:
     - file: games.txt
       category: games
 policy:
+  devices:
+    kid-laptop: [{KID}]
   groups:
     kids:
-      clients: [{KID}]
+      clients: [kid-laptop]
 """
     )
     return config, upstream
@@ -128,6 +130,7 @@ def test_the_server_verbs_report_what_the_server_did(setup: tuple[Path, AuthServ
             done = cli(config, "devices", "--json")
             devices = {d["client"]: d for d in json.loads(done.stdout)["devices"]}
             assert devices[KID]["group"] == "kids" and devices[KID]["blocked"] == 2
+            assert devices[KID]["name"] == "kid-laptop", "the name the config gives it"
             assert devices["127.0.0.1"]["group"] == "default"
 
             done = cli(config, "reload")

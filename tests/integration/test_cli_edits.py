@@ -186,3 +186,32 @@ def test_pihole_flags_work_with_a_hint(running: object) -> None:
     done = cli(config, "-w", OTHER)
     assert done.returncode == 0 and "guardian-dns allow" in done.stderr
     assert cli(config, "deny", "third.example").returncode == 0
+
+
+def test_a_temporary_block_applies_to_its_group_and_ends_on_resume(running: object) -> None:
+    config, server = running  # type: ignore[misc]
+    done = cli(config, "block", OTHER, "--for", "2h", "--group", "kids", "--json")
+    assert done.returncode == 0, done.stderr
+    added = json.loads(done.stdout)["added"]
+    assert [(o["kind"], o["target"], o["domain"]) for o in added] == [("block", "kids", OTHER)]
+    soon(lambda: blocked(server.port, OTHER, KID), "the temporary block is in force")
+    assert not blocked(server.port, OTHER), "only for the kids"
+    shown = json.loads(cli(config, "overrides", "--json").stdout)
+    assert any(o["kind"] == "block" and o["domain"] == OTHER for o in shown["overrides"]), shown
+    assert cli(config, "resume", added[0]["id"]).returncode == 0
+    soon(lambda: not blocked(server.port, OTHER, KID), "resume ends it")
+
+
+def test_every_change_and_refusal_is_audited(running: object) -> None:
+    config, _server = running  # type: ignore[misc]
+    assert cli(config, "block", OTHER, "--comment", "from the weekly report").returncode == 0
+    assert cli(config, "block", "not a name").returncode == 1
+    assert cli(config, "allow", LISTED, "--group", "kids").returncode == 0
+    assert cli(config, "remove", OTHER).returncode == 0
+    done = cli(config, "audit", "--json", "--since", "1h")
+    assert done.returncode == 0, done.stderr
+    entries = [json.loads(line) for line in done.stdout.splitlines()]
+    seen = [(e["verb"], e["result"]) for e in entries]
+    assert seen == [("block", "ok"), ("block", "refused"), ("allow", "ok"), ("remove", "ok")], seen
+    assert entries[0]["comment"] == "from the weekly report"
+    assert entries[0]["user"], "who made the change"

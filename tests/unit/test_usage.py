@@ -557,7 +557,7 @@ def test_an_override_lasts_more_than_zero_and_at_most_seven_days(minutes: Any, o
     [
         ("allow", "group", "kids", None, "needs a domain"),
         ("pause", "group", "kids", "youtube.com", "takes no domain"),
-        ("block", "group", "kids", "youtube.com", "expected 'allow' or 'pause'"),
+        ("snooze", "group", "kids", "youtube.com", "expected 'allow', 'block' or 'pause'"),
         ("allow", "device", "kids", "youtube.com", "expected 'group' or 'client'"),
         ("allow", "group", "", "youtube.com", "without spaces"),
         ("allow", "group", "the kids", "youtube.com", "without spaces"),
@@ -703,7 +703,7 @@ CORRUPT = [
     pytest.param(("overrides", 0, "id"), _DELETE, "missing ['id']", id="override-without-id"),
     pytest.param(("overrides", 0, "expires"), "soon", "finite numbers", id="expires-as-text"),
     pytest.param(("overrides", 0, "domain"), "YouTube.com", "upper-case", id="bad-domain"),
-    pytest.param(("overrides", 0, "kind"), "block", "override kind", id="bad-kind"),
+    pytest.param(("overrides", 0, "kind"), "snooze", "override kind", id="bad-kind"),
     pytest.param(("overrides", 1, "id"), "SAME", "override id", id="bad-id"),
     pytest.param(_duplicate_id, None, "twice", id="duplicate-id"),
 ]
