@@ -30,6 +30,7 @@ from typing import Final
 
 import pytest
 
+import guardian_dns.config
 import guardian_dns.server
 from tests.support import require_tool
 from tests.support.authserver import AuthServer
@@ -387,6 +388,19 @@ cat /tmp/gd-err-$$ >&2
     )
     assert "STATUS OK" in out, out + done.stderr  # the admin verb finds the service's socket
     assert "EXIT 0" in out, done.stderr
+
+
+@pytest.mark.skipif(
+    "trusted_forwarders" not in guardian_dns.config.ServerConfig.__dataclass_fields__,
+    reason="needs the server hook: server.trusted_forwarders in config.py "
+    "(deploy/openwrt/README.md, 'Server side')",
+)
+def test_the_openwrt_config_passes_check_config(installed: Path) -> None:
+    """deploy/openwrt/guardian.yaml names /opt/guardian-dns/app's lists: checked where they are."""
+    yaml = "/opt/guardian-dns/app/deploy/openwrt/guardian.yaml"
+    check = f"/usr/local/bin/guardian-dns check-config {yaml}"
+    done = run_in_root(installed, chroot(check))
+    assert "guardian.yaml: OK" in done.stdout + done.stderr
 
 
 def test_unit_passes_systemd_analyze_verify(installed: Path) -> None:
