@@ -415,7 +415,8 @@ explain_conflicts() {
         say "    in $RESOLVED_DROPIN, /etc/resolv.conf -> /run/systemd/resolve/resolv.conf" ;;
       dnsmasq*)
         say "  dnsmasq on $addr. Fix: port=0 in $DNSMASQ_DROPIN (its DHCP keeps working),"
-        say "    or 'systemctl disable --now dnsmasq' if nothing needs it" ;;
+        say "    or 'systemctl disable --now dnsmasq' if nothing needs it; if it is"
+        say "    NetworkManager's own, set dns=default in /etc/NetworkManager/NetworkManager.conf" ;;
       *)
         say "  $proc on $addr: stop it, or set server.listen in $CONFIG to addresses it does not use" ;;
     esac
