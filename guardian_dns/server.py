@@ -153,6 +153,9 @@ class GuardianServer:
         self._rate_window()
         self._policy_tick()
         loop.call_later(_USAGE_SAVE_INTERVAL, self._save_usage_timer)
+        udp_socks, tcp_socks = self._bind(snap)
+        # Only a server that holds its ports claims the pid file and the control socket: a
+        # second instance started by mistake must not take them from the one serving.
         self._write_pid()
         self._sync_task = loop.create_task(self._sync_loop())
         self._start_history(snap)
@@ -165,7 +168,6 @@ class GuardianServer:
             # The DNS service matters more than the CLI's channel: say so, keep serving.
             log.error("control socket: %s; the CLI's server verbs will not work", exc)
             self.control = None
-        udp_socks, tcp_socks = self._bind(snap)
         for s in udp_socks:
             self.udp.append(UdpListener(s, self.pipeline, self.gate))
         self.tcp_state = TcpServerState(self.pipeline, self.gate)
