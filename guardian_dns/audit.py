@@ -522,10 +522,10 @@ def _since_arg(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     from guardian_dns.compile import state_dir
-    from guardian_dns.config import default_config, load_config
+    from guardian_dns.config import admin_config
 
     try:
-        cfg = load_config(args.config) if args.config else default_config()
+        cfg = admin_config(args.config)
     except ConfigError as exc:
         for prob in exc.problems:
             print(f"guardian-dns: {prob}", file=sys.stderr)

@@ -30,6 +30,7 @@ from guardian_dns import report as report_verb
 from guardian_dns.config import (
     DEFAULT_GROUP,
     Config,
+    admin_config,
     apply_overrides,
     default_config,
     load_config,
@@ -466,7 +467,7 @@ def _audit(args: argparse.Namespace, result: Result, detail: str) -> None:
 
 
 def _policy_config(args: argparse.Namespace) -> Config:
-    return load_config(args.config) if args.config else default_config()
+    return admin_config(args.config)
 
 
 def _state_directory(cfg: Config) -> str:

@@ -76,6 +76,9 @@ class ServerConfig:
     # port. None: $RUNTIME_DIRECTORY/control.sock (systemd), else <state_dir>/control.sock.
     control_socket: str | None = None
     control_group: str | None = None  # e.g. guardian-admin: its members may use the socket
+    # Local forwarders whose queries may name the client in EDNS (dnsmasq's add-mac and
+    # add-subnet, edns_client.py); empty: nobody's. OpenWrt beside dnsmasq: 127.0.0.1 and ::1.
+    trusted_forwarders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -540,6 +543,14 @@ def _network_check(v: str) -> str | None:
     return None
 
 
+def _address_check(v: str) -> str | None:
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        return f"invalid address {v!r} (one IP address such as 127.0.0.1, not a network)"
+    return None
+
+
 def _category_check(v: str) -> str | None:
     if _CATEGORY_RE.match(v):
         return None
@@ -611,6 +622,7 @@ _ITEM_CHECKS: Final[dict[str, _Check]] = {
     "server.listen": _listen_check,
     "server.allow_networks": _network_check,
     "server.rate_limit_exempt": _network_check,
+    "server.trusted_forwarders": _address_check,
     "upstream.servers": _message_of(parse_upstream_url),
     "blocking.block_categories": _category_check,
     "blocking.local_domains": _domain_check,
@@ -1394,6 +1406,24 @@ def _expect(hint: Any, raw: Any) -> str | None:
 
 
 # --- public entry points ---------------------------------------------------------------------
+
+
+SYSTEM_CONFIG: Final = "/etc/guardian-dns/guardian.yaml"  # where deploy/ installs it
+CONFIG_ENV: Final = "GUARDIAN_DNS_CONFIG"
+
+
+def admin_config(path: str | None) -> Config:
+    """The config an administrator's verb means: ``--config``, else $GUARDIAN_DNS_CONFIG, else
+    the installed /etc/guardian-dns/guardian.yaml, else the embedded default. On the installed
+    box ``guardian-dns status`` then reaches the service without typing its config's path."""
+    if path:
+        return load_config(path)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return load_config(env)
+    if os.path.isfile(SYSTEM_CONFIG):
+        return load_config(SYSTEM_CONFIG)
+    return default_config()
 
 
 def default_config() -> Config:

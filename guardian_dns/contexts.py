@@ -23,6 +23,7 @@ The default group with no rules of its own (the only group when ``policy`` is no
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -194,10 +195,15 @@ class Contexts:
             return ip
         return self.neighbours.get(key, key)
 
-    def for_client(self, ip: str) -> Context:
-        """The context of client ``ip`` (the listener memoises this per address)."""
+    def for_client(self, ip: str, mac: str | None = None) -> Context:
+        """The context of client ``ip`` (the listener memoises this per address); ``mac``: the
+        device's MAC as a trusted forwarder named it (edns_client.py), instead of the table's."""
+        neighbours = self.neighbours
+        if mac is not None:
+            with contextlib.suppress(ValueError):
+                neighbours = {client_key(ip): mac}
         try:
-            group = self.snap.clients.group_of(ip, self.neighbours)
+            group = self.snap.clients.group_of(ip, neighbours)
         except ValueError:
             group = None
         g = self.groups.get(group) if group is not None else None
@@ -209,7 +215,7 @@ class Contexts:
             key = client_key(ip)
         except ValueError:
             return g
-        for ident in (self.neighbours.get(key), key):
+        for ident in (neighbours.get(key), key):
             if ident is not None and self.overrides.names_client(ident):
                 return self._client_context(g, ident)
         return g

@@ -20,7 +20,7 @@ from typing import Any
 
 from guardian_dns import adminlists
 from guardian_dns.adminlists import AdminEditError, check_label, check_name, file_name
-from guardian_dns.config import DEFAULT_GROUP, Config, default_config, load_config
+from guardian_dns.config import DEFAULT_GROUP, Config, admin_config
 from guardian_dns.errors import ConfigError, GuardianError
 from guardian_dns.snapshot import admin_dir
 
@@ -98,7 +98,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config) if args.config else default_config()
+    return admin_config(args.config)
 
 
 def _group(config: Config, group: str | None) -> str | None:

@@ -23,7 +23,7 @@ import struct
 import typing
 from typing import TYPE_CHECKING, Literal
 
-from guardian_dns import wire
+from guardian_dns import edns_client, wire
 
 if TYPE_CHECKING:
     from guardian_dns.contexts import Context
@@ -75,7 +75,32 @@ class Gate:
     def reset(self) -> None:
         """Forget every classification: the snapshot, neighbours or overrides changed."""
         self.memo = {}
-        self.limit = self.pipeline.snap.config.server.rate_limit
+        server = self.pipeline.snap.config.server
+        self.limit = server.rate_limit
+        # A local dnsmasq (OpenWrt) names the client in EDNS; only these may (edns_client.py).
+        self.forwarded = edns_client.ForwardedClients(
+            server.trusted_forwarders, self._classify_forwarded
+        )
+
+    def _classify_forwarded(
+        self, forwarder: str, who: edns_client.Identity
+    ) -> tuple[str, Admission]:
+        """The client a trusted forwarder names: the ACL is the forwarder's (it let the client
+        in), the rate limit and the policy context are the client's own."""
+        pipeline = self.pipeline
+        snap = pipeline.snap
+        client = who.client(forwarder)
+        if not snap.client_allowed(forwarder):
+            return client, False
+        bucket = None
+        if self.limit:
+            if who.address is not None and not snap.rate_limit_exempt(who.address):
+                bucket = snap.rate_bucket(who.address)
+            elif who.address is None and who.mac is not None:
+                bucket = who.mac
+            elif who.address is None and not snap.rate_limit_exempt(forwarder):
+                bucket = snap.rate_bucket(forwarder)
+        return client, (bucket, pipeline.contexts.for_client(who.address or forwarder, who.mac))
 
     def new_window(self) -> None:
         self.counts = {}
@@ -161,6 +186,7 @@ class UdpListener:
         log_append = pipeline.qlog.append
         gate = self.gate
         memo = gate.memo
+        forwarders = gate.forwarded.trusted
         counts = gate.counts
         now = self.loop.time()
         for _ in range(_BATCH):
@@ -175,10 +201,14 @@ class UdpListener:
                 gate.stats.drop("short" if len(data) < 12 else "qr")
                 continue
             ip = addr[0]
-            ok = memo.get(ip)
-            if ok is None:
-                ok = gate.classify(ip)
-                memo = gate.memo
+            ok: Admission | None
+            if ip in forwarders:  # a local dnsmasq: the client it names (edns_client.py)
+                ip, ok = gate.forwarded.admit(ip, data)
+            else:
+                ok = memo.get(ip)
+                if ok is None:
+                    ok = gate.classify(ip)
+                    memo = gate.memo
             if ok is False:
                 if self.pipeline.snap.acl_drop:
                     gate.stats.drop("acl")
@@ -316,9 +346,14 @@ class TcpConnection(asyncio.Protocol):
             now = self.loop.time()
             self.deadline = now + self.idle
             try:
-                admission = self.state.gate.admit(self.ip)
+                gate = self.state.gate
+                client = self.ip
+                if client in gate.forwarded.trusted:
+                    client, admission = gate.forwarded.admit(client, msg)
+                else:
+                    admission = gate.admit(client)
                 ctx = admission[1] if admission is not False else None
-                resp = pipeline.handle(msg, self.ip, now, self, None, ctx)
+                resp = pipeline.handle(msg, client, now, self, None, ctx)
             except Exception:
                 log.exception("internal error on a TCP query from %s", self.ip)
                 pipeline.counts[8] += 1

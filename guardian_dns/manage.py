@@ -17,7 +17,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from guardian_dns.config import Config, default_config, load_config
+from guardian_dns.config import Config, admin_config
 from guardian_dns.control import ControlUnavailable, request, socket_path, stream
 from guardian_dns.errors import ConfigError, GuardianError
 
@@ -80,7 +80,7 @@ def add_verbs(sub: Any) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config) if args.config else default_config()
+    return admin_config(args.config)
 
 
 def run(args: argparse.Namespace) -> int:

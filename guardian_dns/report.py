@@ -303,9 +303,9 @@ def _iso(t: float, tz: tzinfo) -> str:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    from guardian_dns.config import default_config, load_config
+    from guardian_dns.config import admin_config
 
-    return load_config(args.config) if args.config else default_config()
+    return admin_config(args.config)
 
 
 def _build(args: argparse.Namespace) -> Report:

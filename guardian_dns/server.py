@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from guardian_dns import __version__
+from guardian_dns import __version__, notify
 from guardian_dns import compile as compile_mod
 from guardian_dns.adminlists import fingerprint
 from guardian_dns.clients import NeighbourWatcher
@@ -212,9 +212,11 @@ class GuardianServer:
             )
         if ready is not None:
             ready(self)
+        notify.ready(f"serving {snap.domains} domains, generation {snap.gen}")
         _tune_gc()
         await self._stop.wait()
         log.info("stopping")
+        notify.stopping()
         await self._shutdown()
         return 0
 
@@ -500,11 +502,25 @@ class GuardianServer:
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     async def reload(self, *, admin_only: bool = False) -> bool:
-        """Verify-then-swap: build the new snapshot aside; keep the old one on any error."""
+        """Verify-then-swap, with systemd told (notify.py): RELOADING=1, then READY=1 either way."""
         if self._reloading:
             log.warning("reload: already in progress, request ignored")
             self.last_reload_error = "a reload is already in progress"
             return False
+        notify.reloading()
+        ok = False
+        try:
+            ok = await self._reload(admin_only=admin_only)
+        finally:
+            snap = self.pipeline.snap
+            notify.ready(
+                f"serving {snap.domains} domains, generation {snap.gen}"
+                + ("" if ok else "; the last reload failed (see the log)")
+            )
+        return ok
+
+    async def _reload(self, *, admin_only: bool) -> bool:
+        """Build the new snapshot aside; keep the old one on any error."""
         self._reloading = True
         loop = asyncio.get_running_loop()
         old = self.pipeline.snap
@@ -667,7 +683,11 @@ def run_server(
             import uvloop
 
             def runner(coro: Any) -> Any:
-                return uvloop.run(coro)
+                run = getattr(uvloop, "run", None)
+                if run is None:  # uvloop < 0.18 (Debian bookworm's 0.17) has no uvloop.run
+                    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+                    return asyncio.run(coro)
+                return run(coro)
 
             log.debug("using uvloop")
         except ImportError:

@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from guardian_dns.compile import state_dir as state_dir_of
-from guardian_dns.config import Config, default_config, load_config
+from guardian_dns.config import Config, admin_config
 from guardian_dns.errors import ConfigError
 
 PID_FILE = "guardian-dns.pid"
@@ -65,7 +65,7 @@ def add_verbs(sub: Any) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config) if args.config else default_config()
+    return admin_config(args.config)
 
 
 def sync_all(config: Config, state_dir: str, *, force: bool = False) -> dict[str, Any]:
