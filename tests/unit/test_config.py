@@ -423,7 +423,8 @@ ONE_PROBLEM = [
         "cfg.yaml:2: server.lisen: unknown key (did you mean 'listen'? known: listen, "
         "allow_networks, acl_action, udp_max_size, tcp_idle_timeout, "
         "tcp_max_connections_per_client, tcp_max_connections, tcp_max_queries_in_flight, "
-        "rate_limit, rate_limit_exempt, state_dir, control_socket, control_group, trusted_forwarders)",
+        "rate_limit, rate_limit_exempt, state_dir, control_socket, control_group, "
+        "trusted_forwarders)",
         id="unknown-key-did-you-mean",
     ),
     pytest.param(
