@@ -45,8 +45,6 @@ class Context:
     """One group (or one client with its own overrides) and what is in force for it now."""
 
     __slots__ = (
-        "budgeted",
-        "cap_until",
         "gen",
         "identity",
         "list_decide",
@@ -74,11 +72,9 @@ class Context:
         self.packets = PacketCache(packet_size)
         self.list_decide = list_decide
         self.rewrites = rewrites  # safe search: name -> enforcement name
-        self.budgeted = bool(policy.budgets)
         self.gen = 0
         self.state: State | None = None
         self.until = math.inf  # wall time of the next possible change
-        self.cap_until = math.inf  # loop time answers' TTLs must not outlive (set by Contexts)
         self.simple = False
 
     def install(self, state: State, gen: int, plain_mask: int) -> bool:
