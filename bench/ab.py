@@ -107,6 +107,15 @@ def main() -> None:
                             f"sys {1e6 * (sys1 - sys0) / done:6.2f} us per query",
                             flush=True,
                         )
+                    status = Path(f"/proc/{server.pid}/status").read_text()
+                    peak = re.search(r"VmHWM:\s+(\d+)", status)
+                    rss = re.search(r"VmRSS:\s+(\d+)", status)
+                    if peak and rss:
+                        print(
+                            f"rep {rep} {label:12s} RSS {int(rss.group(1)) / 1024:.1f} MiB, "
+                            f"peak {int(peak.group(1)) / 1024:.1f} MiB",
+                            flush=True,
+                        )
                 finally:
                     server.send_signal(signal.SIGTERM)
                     server.wait()
