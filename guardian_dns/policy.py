@@ -122,19 +122,22 @@ def services_used(config: Config) -> tuple[str, ...]:
     return tuple(sorted(used))
 
 
+def service_lists(config: Config) -> tuple[ListConfig, ...]:
+    """One list per service a group uses (blocklists/services/)."""
+    services = load_services()
+    return tuple(
+        ListConfig(file=str(services[sid].file), category=service_category(sid), format="domains")
+        for sid in services_used(config)
+        if sid in services
+    )
+
+
 def all_lists(config: Config, state_dir: str | None = None) -> tuple[ListConfig, ...]:
     """What the table is built from: the configured files, with a state directory the feed's
     set and the subscriptions' copies (sources.py), and one list per service a group uses."""
     from guardian_dns.sources import resolve
 
-    services = load_services()
-    extra = tuple(
-        ListConfig(file=str(services[sid].file), category=service_category(sid), format="domains")
-        for sid in services_used(config)
-        if sid in services
-    )
-    lists, _notes = resolve(config, state_dir)
-    return lists + extra
+    return resolve(config, state_dir)[0] + service_lists(config)
 
 
 def suffix_match(name: str, names: frozenset[str] | Mapping[str, object]) -> str | None:

@@ -51,10 +51,10 @@ from guardian_dns.listener import (
 from guardian_dns.metrics import MetricsServer, make_registry
 from guardian_dns.overrides import file_mark, read_overrides
 from guardian_dns.pipeline import Pipeline
-from guardian_dns.policy import all_lists
+from guardian_dns.policy import service_lists
 from guardian_dns.querylog import QueryLog
 from guardian_dns.snapshot import Snapshot, admin_dir, build_snapshot
-from guardian_dns.sources import feed_config, resolve
+from guardian_dns.sources import resolve
 from guardian_dns.sync import PID_FILE
 from guardian_dns.upstream import UpstreamPool
 from guardian_dns.usage import Budgets, Overrides, UsageState
@@ -227,10 +227,11 @@ class GuardianServer:
         subscriptions' last good copies. Never waits for the network (sources.py).
         """
         directory = compile_mod.state_dir(config.server.state_dir, config.base_dir)
-        for note in resolve(config, directory)[1]:
+        lists, notes = resolve(config, directory)
+        for note in notes:
             log.warning("lists: %s", note)
         result = await compile_mod.table_in_child(
-            compile_mod.specs_of(all_lists(config, directory)), directory
+            compile_mod.specs_of(lists + service_lists(config)), directory
         )
         how = "built" if result.built else "loaded from the state directory"
         log.info(
@@ -411,17 +412,12 @@ class GuardianServer:
             interval = self.config.feed.interval
             delay = interval * (1.0 + self.config.feed.jitter * (2.0 * rng.random() - 1.0))
             if first:
-                cfg = feed_config(self.config)
-                empty = cfg is not None and not resolve(self.config, self.state_dir)[0]
-                delay = _FIRST_SYNC_DELAY if empty or self._never_synced() else delay
+                # resolve's notes name exactly what was never fetched: sync that soon.
+                if resolve(self.config, self.state_dir)[1]:
+                    delay = _FIRST_SYNC_DELAY
                 first = False
             await asyncio.sleep(delay)
             await self.sync_now()
-
-    def _never_synced(self) -> bool:
-        return any(
-            "not fetched yet" in n or "no set" in n for n in resolve(self.config, self.state_dir)[1]
-        )
 
     async def sync_now(self) -> bool:
         """One ``guardian-dns sync`` child; True if it changed what is on disk (then reloaded)."""
