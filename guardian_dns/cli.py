@@ -841,16 +841,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return edits.run(args)
     if args.verb == "allow" and args.duration is None:
-        if args.client is not None:
-            print(
-                "guardian-dns: a permanent allow is for a group or everyone, not one device; "
-                "for a device use --for (a temporary allow) or put it in a group",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
         from guardian_dns import edits
 
-        return edits.permanent_allow(args)
+        return edits.run(args)  # a permanent allow: the admin files
     if args.verb == "allow" and args.client is None and args.group is None:
         print("guardian-dns: a temporary allow needs --group G or --client X", file=sys.stderr)
         return EXIT_USAGE

@@ -133,34 +133,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.verb == "list":
             return _list(config, args)
-        if args.verb in ("block", "deny"):
-            if args.duration is not None:
-                return _temporary_block(config, args)
-            if args.client is not None:
-                print(
-                    "guardian-dns: a permanent block is for a group or everyone, not one "
-                    "device; for a device use --for (a temporary block) or put it in a group",
-                    file=sys.stderr,
-                )
-                return 2
-            return _add(config, args, "block")
-        return _remove(config, args)
-    except (AdminEditError, GuardianError, OSError) as exc:
-        print(f"guardian-dns: {exc}; nothing was changed", file=sys.stderr)
-        _audit(config, args, "refused", str(exc))
-        return 1
-
-
-def permanent_allow(args: argparse.Namespace) -> int:
-    """``allow NAME`` without ``--for`` (cli.py hands it over here)."""
-    try:
-        config = _config(args)
-    except ConfigError as exc:
-        for prob in exc.problems:
-            print(prob, file=sys.stderr)
-        return 1
-    try:
-        return _add(config, args, "allow")
+        if args.verb == "remove":
+            return _remove(config, args)
+        # block, deny, or allow without --for (cli.py hands that one over).
+        action = "allow" if args.verb == "allow" else "block"
+        if action == "block" and args.duration is not None:
+            return _temporary_block(config, args)
+        if args.client is not None:
+            print(
+                f"guardian-dns: a permanent {action} is for a group or everyone, not one "
+                f"device; for a device use --for (a temporary {action}) or put it in a group",
+                file=sys.stderr,
+            )
+            return 2
+        return _add(config, args, action)
     except (AdminEditError, GuardianError, OSError) as exc:
         print(f"guardian-dns: {exc}; nothing was changed", file=sys.stderr)
         _audit(config, args, "refused", str(exc))
@@ -344,4 +330,4 @@ def _audit(config: Config, args: argparse.Namespace, result: str, detail: str) -
         print(f"guardian-dns: warning: {warning}", file=sys.stderr)
 
 
-__all__ = ["add_verbs", "permanent_allow", "run"]
+__all__ = ["add_verbs", "run"]
