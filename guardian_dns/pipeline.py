@@ -305,7 +305,7 @@ class Pipeline:
         gen = ctx.gen
         new: Entry | None = None
         if verdict == BLOCK:
-            cat = snap.filter.category_index(mask) if mask else snap.policy_category
+            cat = snap.block_category(mask)
             if out.udp:
                 # Straight into the packet cache: no Entry, no LRU bookkeeping, and the answer
                 # cache keeps its room for forwarded answers.
@@ -440,7 +440,7 @@ class Pipeline:
     ) -> bytes:
         """A budgeted name after the client's budget is spent: blocked, for this client only,
         so neither cache keeps the answer."""
-        cat = self.snap.policy_category
+        cat = self.snap.block_category(0)
         tmpl = self.snap.blocks.template(cat, q[3], q[6])
         self.counts[R_BLOCKED] += 1
         self.blocked_by_category[cat] += 1
@@ -455,11 +455,6 @@ class Pipeline:
 
     def _chain_passes(self, chain: tuple[str, ...], ctx: Context) -> bool:
         return all(self._verdict(ctx, target)[0] == PASS for target in chain)
-
-    def _blocked(self, mask: int, rule: int, qtype: int, do: bool, now: float, gen: int) -> Entry:
-        snap = self.snap
-        cat = snap.filter.category_index(mask) if mask else snap.policy_category
-        return snap.blocks.entry(cat, qtype, do, now, gen, rule)
 
     def _stale_reply(
         self, data: bytes, q: wire.Query, entry: Entry, client: str, now: float, udp: bool
@@ -506,7 +501,8 @@ class Pipeline:
                 for target in chain[1:]:
                     verdict, rule, mask = self._verdict(flight.ctx, target)
                     if verdict == BLOCK:
-                        entry = self._blocked(mask, rule, q[3], do, now, flight.gen)
+                        cat = snap.block_category(mask)
+                        entry = snap.blocks.entry(cat, q[3], do, now, flight.gen, rule)
                         break
             if entry.kind <= KIND_NEGATIVE:
                 entry = self._capped(entry, flight.ctx, now)

@@ -77,10 +77,10 @@ class Snapshot:
     domains: int
     build_seconds: float
 
-    @property
-    def policy_category(self) -> int:
-        """The category index of blocks that no list made (``categories[-1]``)."""
-        return len(self.categories) - 1
+    def block_category(self, mask: int) -> int:
+        """The category a block is counted and shown under: the lowest list category of the
+        mask, or ``policy`` for a block no list made (mask 0)."""
+        return self.filter.category_index(mask) if mask else len(self.categories) - 1
 
     def client_allowed(self, ip: str) -> bool:
         """Whether an address may query us (RFC 5358: never an open resolver)."""
