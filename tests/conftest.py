@@ -16,6 +16,7 @@ started.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -69,3 +70,21 @@ def auth_server() -> Iterator[AuthServer]:
 def free_port() -> int:
     """A port free for both UDP and TCP on 127.0.0.1 right now."""
     return _free_port()
+
+
+@pytest.fixture
+def state_owned_by_nobody() -> Iterator[Path]:
+    """A state directory owned by uid/gid 65534, for checking that root's CLI edits are made as
+    the directory's owner (so the service user can still read them). Root only."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: checks that root's edits belong to the state directory's owner")
+    # Outside pytest's own 0700 tree, so that the other user can reach the directory.
+    top = Path(tempfile.mkdtemp(prefix="guardian-owner-"))
+    try:
+        top.chmod(0o755)
+        state = top / "state"
+        state.mkdir(mode=0o750)
+        os.chown(state, 65534, 65534)
+        yield state
+    finally:
+        shutil.rmtree(top)

@@ -14,11 +14,8 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,21 +212,6 @@ def test_help_shows_examples(admin: Admin) -> None:
     assert r.code == 0 and "guardian-dns audit --since 7d" in r.out and "exit codes" in r.out
     r = admin.run("pause", "--help")
     assert "--comment TEXT" in r.out
-
-
-@pytest.fixture
-def state_owned_by_nobody() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: checks that root's entries belong to the state directory's owner")
-    top = Path(tempfile.mkdtemp(prefix="guardian-audit-owner-"))
-    try:
-        top.chmod(0o755)
-        state = top / "state"
-        state.mkdir(mode=0o750)
-        os.chown(state, 65534, 65534)
-        yield state
-    finally:
-        shutil.rmtree(top)
 
 
 def test_root_writes_the_log_as_the_owner_of_the_state_directory(

@@ -12,11 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,22 +301,6 @@ def test_a_configured_state_dir_wins_over_the_environment(family: Family) -> Non
     family.config.write_text("server:\n  state_dir: mine\n" + CONFIG)
     r = family.run("pause", "--group", "kids", "--json")
     assert r.json()["file"] == str(family.config.parent / "mine" / "overrides.json")
-
-
-@pytest.fixture
-def state_owned_by_nobody() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: checks that root's edits belong to the state directory's owner")
-    # Outside pytest's own 0700 tree, so that the other user can reach the directory.
-    top = Path(tempfile.mkdtemp(prefix="guardian-owner-"))
-    try:
-        top.chmod(0o755)
-        state = top / "state"
-        state.mkdir(mode=0o750)
-        os.chown(state, 65534, 65534)
-        yield state
-    finally:
-        shutil.rmtree(top)
 
 
 def test_root_edits_belong_to_the_owner_of_the_state_directory(
