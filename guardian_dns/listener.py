@@ -6,12 +6,13 @@ What it reads: sockets.
 What it must never do: die or stall on input. Every packet that reaches the pipeline is answered
 (SERVFAIL if handling raised) or deliberately dropped and counted.
 
-UDP uses a plain non-blocking ``recvfrom`` loop on ``loop.add_reader`` rather than asyncio's
-datagram transport: the transport allocates a 256 KiB buffer per datagram (an mmap/munmap pair
-per packet with glibc), and draining up to 64 datagrams per wake-up saves the event loop round
-trip. Answers that are ready synchronously (cache hits, blocks) are sent when the batch has
-been read, back to back (see ``_receive`` for why); a repeated query is answered from the
-packet cache (cache.PacketCache) right here, before the pipeline parses anything.
+UDP reads batches of datagrams on ``loop.add_reader`` (udpio: ``recvmmsg`` where Linux has
+it) rather than through asyncio's datagram transport: the transport allocates a 256 KiB buffer
+per datagram (an mmap/munmap pair per packet with glibc), and draining up to 64 datagrams per
+wake-up saves the event loop round trip. Answers that are ready synchronously (cache hits,
+blocks) are sent when the batch has been read, back to back (see ``_receive`` for why); a
+repeated query is answered from the packet cache (cache.PacketCache) right here, before the
+pipeline parses anything.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import struct
 import typing
 from typing import TYPE_CHECKING, Literal
 
-from guardian_dns import edns_client, wire
+from guardian_dns import edns_client, udpio, wire
 
 if TYPE_CHECKING:
     from guardian_dns.contexts import Context
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_BATCH = 64
 _MAX_WRITE_BUFFER = 256 * 1024  # a TCP client that stops reading loses its connection
 _ACL_MEMO_MAX = 65536
 
@@ -67,6 +67,9 @@ class Gate:
         self.pipeline = pipeline
         self.stats = stats
         self.memo: dict[str, Admission] = {}
+        # UDP clients by udpio's key (the raw address): their text and admission, or None
+        # for a trusted forwarder (admitted per message, by the client it names).
+        self.clients: dict[object, tuple[str, Admission | None]] = {}
         pipeline.gates.append(self)  # reset by every snapshot swap
         self.counts: dict[str, int] = {}
         self.limit = 0
@@ -75,6 +78,7 @@ class Gate:
     def reset(self) -> None:
         """Forget every classification: the snapshot, neighbours or overrides changed."""
         self.memo = {}
+        self.clients = {}
         server = self.pipeline.snap.config.server
         self.limit = server.rate_limit
         # A local dnsmasq (OpenWrt) names the client in EDNS; only these may (edns_client.py).
@@ -119,6 +123,17 @@ class Gate:
         self.memo[ip] = verdict
         return verdict
 
+    def client(self, key: object, ip: str) -> tuple[str, Admission | None]:
+        """Classify a UDP client seen for the first time since the last reset (the listener's
+        memo by raw address, so the address is turned into text once, not per packet)."""
+        known: tuple[str, Admission | None] = (
+            (ip, None) if ip in self.forwarded.trusted else (ip, self.admit(ip))
+        )
+        if len(self.clients) >= _ACL_MEMO_MAX:
+            self.clients = {}
+        self.clients[key] = known
+        return known
+
     def admit(self, ip: str) -> Admission:
         verdict = self.memo.get(ip)
         if verdict is None:
@@ -148,36 +163,35 @@ class UdpListener:
 
     def __init__(self, sock: socket.socket, pipeline: Pipeline, gate: Gate) -> None:
         self.sock = sock
+        self.io = udpio.open_io(sock)
         self.pipeline = pipeline
         self.gate = gate
         self.loop = asyncio.get_running_loop()
-        self.outbox: list[tuple[bytes, tuple[str, int]]] = []
+        self.outbox: list[tuple[bytes, object]] = []
         self.loop.add_reader(sock.fileno(), self._readable)
 
     def _readable(self) -> None:
-        replies = self.outbox
-        self._receive(replies)
+        self._receive(self.outbox)
         self._flush()
 
     def _flush(self) -> None:
         replies, self.outbox = self.outbox, []
-        sendto = self.sock.sendto
-        for resp, addr in replies:
-            try:
-                sendto(resp, addr)
-            except OSError:
-                self.gate.stats.drop("send")
+        if replies:
+            failed = self.io.send(replies)
+            if failed:
+                self.gate.stats.dropped["send"] = self.gate.stats.dropped.get("send", 0) + failed
 
-    def _receive(self, replies: list[tuple[bytes, tuple[str, int]]]) -> None:
-        """Read and answer up to ``_BATCH`` datagrams; the replies are sent by the caller.
+    def _receive(self, replies: list[tuple[bytes, object]]) -> None:
+        """Read and answer one batch of datagrams (udpio); the replies are sent by the caller.
 
         Why the replies wait for the end of the batch: a reply wakes the client's receiving
         thread, and on loopback or a busy LAN it falls asleep again before our next reply if we
         interleave reading and sending, so every reply pays a wake-up in the kernel (more CPU
         than answering it). Sent back to back, most find the client still awake.
         """
-        sock = self.sock
-        recvfrom = sock.recvfrom
+        batch = self.io.recv()
+        if not batch:
+            return
         add_reply = replies.append
         pipeline = self.pipeline
         handle = pipeline.handle
@@ -185,30 +199,21 @@ class UdpListener:
         by_category = pipeline.blocked_by_category
         log_append = pipeline.qlog.append
         gate = self.gate
-        memo = gate.memo
-        forwarders = gate.forwarded.trusted
+        clients = gate.clients
         counts = gate.counts
         now = self.loop.time()
-        for _ in range(_BATCH):
-            try:
-                data, addr = recvfrom(wire.MAX_UDP_QUERY)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
+        for data, addr, key in batch:
             if len(data) < 12 or data[2] & 0x80:
                 # Too short to be a query, or a response (QR=1): never answer (RFC 1035 4.1.1).
                 gate.stats.drop("short" if len(data) < 12 else "qr")
                 continue
-            ip = addr[0]
-            ok: Admission | None
-            if ip in forwarders:  # a local dnsmasq: the client it names (edns_client.py)
+            known = clients.get(key)
+            if known is None:
+                known = gate.client(key, self.io.client_text(key))
+                clients = gate.clients
+            ip, ok = known
+            if ok is None:  # a local dnsmasq: the client it names (edns_client.py)
                 ip, ok = gate.forwarded.admit(ip, data)
-            else:
-                ok = memo.get(ip)
-                if ok is None:
-                    ok = gate.classify(ip)
-                    memo = gate.memo
             if ok is False:
                 if self.pipeline.snap.acl_drop:
                     gate.stats.drop("acl")
@@ -244,7 +249,6 @@ class UdpListener:
     def send(self, resp: bytes, addr: object) -> None:
         """A late answer (forwarded, stale): queued and sent with the others of this loop turn
         (upstream replies arrive on many sockets, one callback each)."""
-        assert isinstance(addr, tuple)
         if not self.outbox:
             self.loop.call_soon(self._flush)
         self.outbox.append((resp, addr))

@@ -1,6 +1,9 @@
 """The server behaves the same on uvloop (used when installed, as in production) and on the
 standard library's event loop (``GUARDIAN_DNS_LOOP=asyncio``): the listeners use ``add_reader``
-and protocol callbacks that both loops implement, but each loop has its own quirks."""
+and protocol callbacks that both loops implement, but each loop has its own quirks. The same
+goes for the UDP listener's two I/O paths (udpio.py): batched recvmmsg/sendmmsg, and one
+recvfrom/sendto per datagram (``GUARDIAN_DNS_UDP_IO=plain``, what platforms without the batched
+calls get)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,10 @@ from tests.support import wire
 from tests.support.authserver import AuthServer
 from tests.support.daemon import GuardianProcess, write_config
 
-LOOPS = [pytest.param({"GUARDIAN_DNS_LOOP": "asyncio"}, id="asyncio")]
+LOOPS = [
+    pytest.param({"GUARDIAN_DNS_LOOP": "asyncio"}, id="asyncio"),
+    pytest.param({"GUARDIAN_DNS_UDP_IO": "plain"}, id="plain-udp-io"),
+]
 try:
     import uvloop  # noqa: F401
 

@@ -19,6 +19,7 @@ import dns.message
 import dns.rcode
 import pytest
 
+from guardian_dns import udpio
 from guardian_dns.config import apply_overrides, default_config
 from guardian_dns.listener import (
     Gate,
@@ -78,6 +79,18 @@ async def _serve_udp(
         listener.close()
 
 
+async def _serve_udp_plain(
+    pipe: Pipeline, gate: Gate, run: Callable[[Exchange], Awaitable[None]]
+) -> None:
+    """The same listener on the portable one-call-per-datagram I/O (udpio.PlainIO)."""
+    saved = udpio.open_io
+    udpio.open_io = udpio.PlainIO  # type: ignore[assignment]
+    try:
+        await _serve_udp(pipe, gate, run)
+    finally:
+        udpio.open_io = saved
+
+
 async def _serve_tcp(
     pipe: Pipeline, gate: Gate, run: Callable[[Exchange], Awaitable[None]]
 ) -> None:
@@ -104,7 +117,9 @@ async def _serve_tcp(
         await server.wait_closed()
 
 
-@pytest.mark.parametrize("serve", [_serve_udp, _serve_tcp], ids=["udp", "tcp"])
+@pytest.mark.parametrize(
+    "serve", [_serve_udp, _serve_udp_plain, _serve_tcp], ids=["udp", "udp-plain", "tcp"]
+)
 def test_a_query_whose_handling_raises_is_answered_servfail_and_counted(
     snap: Snapshot,
     monkeypatch: pytest.MonkeyPatch,
