@@ -29,6 +29,7 @@ _QPTR = b"\xc0\x0c"  # the question name in every reply we send
 _OPT_DO = wire.opt_record(True)
 _OPT_NO_DO = wire.opt_record(False)
 _FIXED = struct.Struct("!HHIH")
+_U32 = struct.Struct("!I")
 
 
 _FOREVER = float("inf")  # an entry valid until its generation is replaced
@@ -89,6 +90,10 @@ def forwarded(
     ``name`` is the question as lower-case text. Also returns the names of the CNAME chain
     (the question first) so the caller can inspect them.
     """
+    if reply.simple_end and not reply.rcode:
+        wired = _addresses(reply, qtype, do, ad_wanted, pol, now, gen, name)
+        if wired is not None:
+            return wired, [name]
     qname = reply.question[: len(reply.question) - 4].lower()
     simple = _simple_positive(reply, qname, qtype, do, ad_wanted, pol, now, gen, name)
     if simple is not None:
@@ -184,6 +189,68 @@ def forwarded(
         opt=wire.opt_record(do),
     )
     return entry, chain_text
+
+
+def _addresses(
+    reply: wire.Reply,
+    qtype: int,
+    do: bool,
+    ad_wanted: bool,
+    pol: AnswerPolicy,
+    now: float,
+    gen: int,
+    name: str,
+) -> Entry | None:
+    """The commonest forwarded answer, A or AAAA records of the asked type owned by the
+    question (``reply.simple_end``), kept as the upstream's own bytes: the owners are already
+    ``0xC00C`` and our reply's question sits at offset 12 too. Only the TTLs may change (the
+    clamps). None: a private address or another type, for the general path."""
+    data = reply.data
+    start = pos = reply.an_pos
+    end = reply.simple_end
+    check_private = pol.rebinding_protection and not _is_local(name, pol)
+    ttls = []
+    ttl_min = 0x7FFFFFFF
+    clamped = False
+    count = 0
+    while pos < end:
+        rtype = data[pos + 3]
+        if rtype != qtype:
+            return None
+        if check_private and (
+            wire.private_v4(data[pos + 12], data[pos + 13])
+            if rtype == wire.T_A
+            else wire.is_private_rdata(rtype, data[pos + 12 : pos + 28])
+        ):
+            return None
+        ttl = _U32.unpack_from(data, pos + 6)[0]
+        kept = _clamp(ttl, pol)
+        clamped = clamped or kept != ttl
+        if kept < ttl_min:
+            ttl_min = kept
+        ttls.append((pos - start + 6, kept))
+        count += 1
+        pos += 16 if rtype == wire.T_A else 28
+    body = data[start:end]
+    if clamped:
+        buf = bytearray(body)
+        for off, ttl in ttls:
+            wire.pack_u32_into(buf, off, ttl)
+        body = bytes(buf)
+    extra = wire.F_AD if (pol.pass_ad and ad_wanted and reply.flags & wire.F_AD) else 0
+    return Entry(
+        body=body,
+        ancount=count,
+        nscount=0,
+        rflags=extra,
+        ttls=tuple(ttls),
+        stored=now,
+        expires=now + ttl_min,
+        stale_until=now + ttl_min + pol.stale_max_age,
+        kind=KIND_FORWARDED,
+        gen=gen,
+        opt=_OPT_DO if do else _OPT_NO_DO,
+    )
 
 
 def _simple_positive(

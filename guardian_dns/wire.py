@@ -344,21 +344,28 @@ RR = tuple[bytes, int, int, int, bytes]
 class Reply:
     """An upstream reply that passed the bounded parser. Built off the hot path (cache misses).
 
-    Only the header, question and ANSWER section are parsed up front: a positive answer never
+    Only the header, question and ANSWER section are checked up front: a positive answer never
     needs more, and AUTHORITY (for the SOA of a negative answer) is parsed when first asked for.
     ADDITIONAL is never used: we answer with our own OPT and no additional data (RFC 2181 5.4.1).
+
+    The usual answer, A or AAAA records owned by the question (a ``0xC00C`` pointer), is only
+    walked: ``simple_end`` is where that section ends, ``answer`` is parsed only if someone asks,
+    and answer.forwarded builds the cache entry from these bytes as they are.
     """
 
     __slots__ = (
+        "_an_count",
+        "_answer",
         "_auth",
         "_auth_count",
         "_auth_pos",
-        "_data",
-        "answer",
+        "an_pos",
+        "data",
         "flags",
         "qid",
         "question",
         "rcode",
+        "simple_end",
     )
 
     def __init__(
@@ -366,26 +373,56 @@ class Reply:
         qid: int,
         flags: int,
         question: bytes,
-        answer: list[RR],
         data: bytes,
-        pos: int,
+        an_pos: int,
+        an_count: int,
+        answer: list[RR] | None,
+        auth_pos: int,
         nscount: int,
+        simple_end: int = 0,
     ) -> None:
         self.qid = qid
         self.flags = flags
         self.rcode = flags & 0xF
         self.question = question
-        self.answer = answer
-        self._data = data
-        self._auth_pos = pos
+        self.data = data
+        self.an_pos = an_pos
+        self._an_count = an_count
+        self._answer = answer
+        self.simple_end = simple_end  # 0: not the simple case
+        self._auth_pos = auth_pos
         self._auth_count = nscount
         self._auth: list[RR] | None = None
 
     @property
+    def answer(self) -> list[RR]:
+        if self._answer is None:
+            # A simple section: walked and bounded already, so this cannot fail.
+            self._answer, _end = _read_records(self.data, self.an_pos, self._an_count)
+        return self._answer
+
+    @property
     def authority(self) -> list[RR]:
         if self._auth is None:
-            self._auth, _end = _read_records(self._data, self._auth_pos, self._auth_count)
+            self._auth, _end = _read_records(self.data, self._auth_pos, self._auth_count)
         return self._auth
+
+
+def _simple_section(data: bytes, pos: int, count: int) -> int:
+    """Where an answer section of only A/AAAA records owned by ``0xC00C`` ends; 0 otherwise
+    (anything else, or anything out of bounds, goes to the full parser and its errors)."""
+    end = len(data)
+    for _ in range(count):
+        if pos + 12 > end or data[pos] != 0xC0 or data[pos + 1] != 12 or data[pos + 2]:
+            return 0
+        rtype = data[pos + 3]
+        rdlen = (data[pos + 10] << 8) | data[pos + 11]
+        if not ((rtype == T_A and rdlen == 4) or (rtype == T_AAAA and rdlen == 16)):
+            return 0
+        pos += 12 + rdlen
+        if pos > end:
+            return 0
+    return pos
 
 
 def _read_records(data: bytes, pos: int, count: int) -> tuple[list[RR], int]:
@@ -432,8 +469,12 @@ def parse_reply(data: bytes) -> Reply:
     if qname_end + 4 > len(data):
         raise WireError("truncated question")
     question = data[12 : qname_end + 4]
-    answer, pos = _read_records(data, qname_end + 4, an)
-    return Reply(qid, flags, question, answer, data, pos, ns)
+    qend = qname_end + 4
+    simple_end = _simple_section(data, qend, an) if an else 0
+    if simple_end:
+        return Reply(qid, flags, question, data, qend, an, None, simple_end, ns, simple_end)
+    answer, pos = _read_records(data, qend, an)
+    return Reply(qid, flags, question, data, qend, an, answer, pos, ns)
 
 
 def _decompress_rdata(data: bytes, rtype: int, pos: int, rend: int) -> bytes:
@@ -467,7 +508,7 @@ def pack_u32_into(buf: bytearray, offset: int, value: int) -> None:
 
 
 # --- address classes for rebinding protection ---------------------------------------------------
-def _private_v4(a: int, b: int) -> bool:
+def private_v4(a: int, b: int) -> bool:
     """0/8, 10/8, 100.64/10, 127/8, 169.254/16, 172.16/12, 192.168/16, by the first two octets."""
     if a in (0, 10, 127):
         return True
@@ -490,9 +531,9 @@ def is_private_rdata(rtype: int, rdata: bytes) -> bool:
     forwarded answer.
     """
     if rtype == T_A:
-        return _private_v4(rdata[0], rdata[1])
+        return private_v4(rdata[0], rdata[1])
     if rdata[:12] == _V4_MAPPED:
-        return _private_v4(rdata[12], rdata[13])
+        return private_v4(rdata[12], rdata[13])
     if rdata[0] & 0xFE == 0xFC:  # fc00::/7 unique local
         return True
     if rdata[0] == 0xFE and rdata[1] & 0xC0 == 0x80:  # fe80::/10 link-local
