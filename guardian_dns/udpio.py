@@ -176,11 +176,9 @@ class MmsgIO:
         self._smsgs_base = ctypes.addressof(smsgs)
         self._msg_size = ctypes.sizeof(_Mmsghdr)
         # Per receive slot: where its bytes start, its header (the kernel writes the length
-        # there), where its address starts, and where the client key starts and ends.
-        self._rslots = [
-            (i * RECV_SIZE, rmsgs[i], i * nl, i * nl + key_from, i * nl + key_to)
-            for i in range(SLOTS)
-        ]
+        # there), where its address starts. The client key is a slice of the address.
+        self._rslots = [(i * RECV_SIZE, rmsgs[i], i * nl) for i in range(SLOTS)]
+        self._k0, self._k1 = key_from, key_to
         # Per send slot: where its bytes start, its iovec (for the length), its address.
         self._sslots = [(i * SEND_SIZE, siovs[i], i * nl) for i in range(SLOTS)]
 
@@ -188,10 +186,16 @@ class MmsgIO:
         n = self._recvmmsg(self.fd, self._rmsgs, SLOTS, _MSG_DONTWAIT, None)
         if n <= 0:
             return []
-        data, names, nl = self._rdata, self._rnames, self.namelen
+        data, names, nl, k0, k1 = self._rdata, self._rnames, self.namelen, self._k0, self._k1
+        # tobytes() on a memoryview slice: half the cost of bytes(slice); the key is a slice of
+        # the address rather than a third copy out of the buffer.
         return [
-            (bytes(data[off : off + m.msg_len]), bytes(names[a : a + nl]), bytes(names[k0:k1]))
-            for off, m, a, k0, k1 in self._rslots[:n]
+            (
+                data[off : off + m.msg_len].tobytes(),
+                (addr := names[a : a + nl].tobytes()),
+                addr[k0:k1],
+            )
+            for off, m, a in self._rslots[:n]
         ]
 
     def send(self, replies: list[tuple[bytes, Any]]) -> int:
