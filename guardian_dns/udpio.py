@@ -27,6 +27,8 @@ import socket
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
+from guardian_dns.wire import MAX_UDP_QUERY
+
 try:
     import ctypes
 except ImportError:  # e.g. OpenWrt without python3-ctypes: PlainIO only
@@ -35,9 +37,9 @@ except ImportError:  # e.g. OpenWrt without python3-ctypes: PlainIO only
 log = logging.getLogger(__name__)
 
 SLOTS = 64  # datagrams per system call, both ways
-RECV_SIZE = 4096  # a query never needs more (wire.MAX_UDP_QUERY); longer ones arrive truncated
+RECV_SIZE = MAX_UDP_QUERY  # a query never needs more; longer ones arrive truncated
 SEND_SIZE = 4096  # the largest reply we send over UDP (server.udp_max_size is at most 4096)
-_MSG_DONTWAIT = 0x40
+_MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)  # 0x40 on Linux, where MmsgIO is used
 
 # One datagram read: (message, reply address, client key). The key is what identifies the
 # client in the listener's memo (its address without the port); ``client_text`` turns it into
