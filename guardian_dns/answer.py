@@ -237,20 +237,7 @@ def _addresses(
         for off, ttl in ttls:
             wire.pack_u32_into(buf, off, ttl)
         body = bytes(buf)
-    extra = wire.F_AD if (pol.pass_ad and ad_wanted and reply.flags & wire.F_AD) else 0
-    return Entry(
-        body=body,
-        ancount=count,
-        nscount=0,
-        rflags=extra,
-        ttls=tuple(ttls),
-        stored=now,
-        expires=now + ttl_min,
-        stale_until=now + ttl_min + pol.stale_max_age,
-        kind=KIND_FORWARDED,
-        gen=gen,
-        opt=_OPT_DO if do else _OPT_NO_DO,
-    )
+    return _positive(body, count, ttls, ttl_min, reply, do, ad_wanted, pol, now, gen)
 
 
 def _simple_positive(
@@ -286,10 +273,27 @@ def _simple_positive(
         ttls.append((len(body) + 4, ttl))
         body += _FIXED.pack(rtype, rclass, ttl, len(rdata))
         body += rdata
+    return _positive(bytes(body), len(answers), ttls, ttl_min, reply, do, ad_wanted, pol, now, gen)
+
+
+def _positive(
+    body: bytes,
+    count: int,
+    ttls: list[tuple[int, int]],
+    ttl_min: int,
+    reply: wire.Reply,
+    do: bool,
+    ad_wanted: bool,
+    pol: AnswerPolicy,
+    now: float,
+    gen: int,
+) -> Entry:
+    """The entry of a positive answer of ``count`` records owned by the question: what the
+    wire fast path (``_addresses``) and the record path (``_simple_positive``) both build."""
     extra = wire.F_AD if (pol.pass_ad and ad_wanted and reply.flags & wire.F_AD) else 0
     return Entry(
-        body=bytes(body),
-        ancount=len(answers),
+        body=body,
+        ancount=count,
         nscount=0,
         rflags=extra,
         ttls=tuple(ttls),

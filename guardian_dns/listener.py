@@ -42,8 +42,8 @@ class ListenerStats:
         self.tcp_connections = 0
         self.tcp_rejected = 0
 
-    def drop(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
 
 
 # What the gate knows about an address: False (refused), or the rate-limit bucket it counts
@@ -179,7 +179,7 @@ class UdpListener:
         if replies:
             failed = self.io.send(replies)
             if failed:
-                self.gate.stats.dropped["send"] = self.gate.stats.dropped.get("send", 0) + failed
+                self.gate.stats.drop("send", failed)
 
     def _receive(self, replies: list[tuple[bytes, object]]) -> None:
         """Read and answer one batch of datagrams (udpio); the replies are sent by the caller.

@@ -75,9 +75,7 @@ class PlainIO:
         for _ in range(SLOTS):
             try:
                 data, addr = recvfrom(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
+            except OSError:  # BlockingIOError: nothing more waiting
                 break
             out.append((data, addr, addr[0]))
         return out
