@@ -55,6 +55,7 @@ from datetime import datetime
 from typing import IO, Any, Final, Literal
 
 from guardian_dns.errors import ConfigError, GuardianError
+from guardian_dns.usage import fsync_dir
 
 Result = Literal["ok", "refused", "error"]
 RESULTS: Final = ("ok", "refused", "error")
@@ -215,7 +216,7 @@ def _open_log(path: str) -> int:
         return os.open(path, flags)
     try:
         os.fchmod(fd, FILE_MODE)  # the umask may have narrowed it; the group reads
-        _fsync_dir(os.path.dirname(path))  # the new name survives a power cut too
+        fsync_dir(os.path.dirname(path), strict=True)  # the new name survives a power cut too
     except OSError:
         os.close(fd)
         raise
@@ -231,7 +232,7 @@ def _rotate(directory: str, keep: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.rename(f"{base}.{n}", f"{base}.{n + 1}")
     os.rename(base, f"{base}.1")
-    _fsync_dir(directory)
+    fsync_dir(directory, strict=True)
 
 
 def _open_lock(lock_path: str) -> int:
@@ -243,14 +244,6 @@ def _open_lock(lock_path: str) -> int:
     with contextlib.suppress(OSError):
         os.fchmod(fd, FILE_MODE)  # the umask may have narrowed it
     return fd
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager

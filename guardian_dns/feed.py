@@ -63,7 +63,7 @@ from urllib.parse import urljoin, urlsplit
 
 from guardian_dns import lists as lists_mod
 from guardian_dns.errors import GuardianError
-from guardian_dns.usage import write_atomically
+from guardian_dns.usage import fsync_dir, write_atomically
 
 if TYPE_CHECKING:
     import requests
@@ -467,14 +467,6 @@ def parse_manifest(data: bytes) -> Manifest:
 
 
 # --- files: every write is temp + fsync + rename, and the directory is fsynced ----------------
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_file(directory: str, name: str, data: bytes) -> str:
@@ -1079,7 +1071,7 @@ class _Syncer:
         except BaseException:
             _remove(decoded)
             raise
-        _fsync_dir(staging)
+        fsync_dir(staging, strict=True)
         outcome = ListOutcome(entry.name, "downloaded", entries, invalid, n)
         return _Staged(entry, final, digest, outcome, now)
 
@@ -1306,9 +1298,9 @@ class _Syncer:
                 "lists": items,
             }
             _write_file(partial, INDEX_FILE, json.dumps(index, indent=1).encode() + b"\n")
-            _fsync_dir(partial)
+            fsync_dir(partial, strict=True)
             os.rename(partial, os.path.join(self.sets_dir, name))
-            _fsync_dir(self.sets_dir)
+            fsync_dir(self.sets_dir, strict=True)
         except BaseException:
             _remove(partial)
             raise

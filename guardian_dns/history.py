@@ -59,6 +59,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Final
 
 from guardian_dns.errors import GuardianError
+from guardian_dns.usage import fsync_dir
 
 if TYPE_CHECKING:
     from guardian_dns.querylog import QueryLog
@@ -450,19 +451,7 @@ def _append(path: str, line: bytes) -> None:
     finally:
         os.close(fd)
     if not size:
-        _fsync_dir(os.path.dirname(path))
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(os.path.dirname(path))
 
 
 def _history_files(directory: str) -> Iterator[tuple[str, date]]:

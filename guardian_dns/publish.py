@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 from guardian_dns.errors import GuardianError, ListError, Problem
+from guardian_dns.usage import fsync_dir
 
 if TYPE_CHECKING:
     from guardian_dns.feedsign import PublicKey, SecretKey
@@ -271,18 +272,6 @@ def next_serial(requested: int | None, previous: int | None, now: float) -> int:
 # --- files ---------------------------------------------------------------------------------------
 
 
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_file(path: str, data: bytes, mode: int, *, overwrite: bool) -> None:
     """Write ``path`` whole or not at all: a temporary file beside it with ``mode`` from the
     start, fsync, then rename (``overwrite``) or hard link (refused if ``path`` exists)."""
@@ -303,7 +292,7 @@ def write_file(path: str, data: bytes, mode: int, *, overwrite: bool) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def _sha256_file(path: str) -> tuple[str, int]:
@@ -556,8 +545,8 @@ def build_feed(
             write_file(
                 os.path.join(tmp, SIGNATURE_FILE), signature.encode(), _FILE_MODE, overwrite=True
             )
-            _fsync_dir(tmp_lists)
-            _fsync_dir(tmp)
+            fsync_dir(tmp_lists)
+            fsync_dir(tmp)
             _move_into_place(tmp, out, [b.url.split("/", 1)[1] for b in built])
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -572,23 +561,23 @@ def _move_into_place(tmp: str, out: str, filenames: Sequence[str]) -> None:
     parent = os.path.dirname(out)
     if not os.path.exists(out):
         os.rename(tmp, out)  # the whole feed appears at once
-        _fsync_dir(parent)
+        fsync_dir(parent)
         return
     out_lists = os.path.join(out, LISTS_DIR)
     os.makedirs(out_lists, mode=_DIR_MODE, exist_ok=True)
     for filename in filenames:  # lists first: the new manifest must find them all
         os.replace(os.path.join(tmp, LISTS_DIR, filename), os.path.join(out_lists, filename))
-    _fsync_dir(out_lists)
+    fsync_dir(out_lists)
     os.replace(os.path.join(tmp, MANIFEST_FILE), os.path.join(out, MANIFEST_FILE))
     os.replace(os.path.join(tmp, SIGNATURE_FILE), os.path.join(out, SIGNATURE_FILE))
-    _fsync_dir(out)
+    fsync_dir(out)
     keep = set(filenames)
     for name in os.listdir(out_lists):
         # Only files named the way we name lists: anything else there is not ours to delete.
         if name not in keep and _LIST_FILE_RE.match(name):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(out_lists, name))
-    _fsync_dir(out_lists)
+    fsync_dir(out_lists)
 
 
 # --- keys ----------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 from guardian_dns import __version__
 from guardian_dns import lists as lists_mod
 from guardian_dns.errors import ListError, Problem
-from guardian_dns.usage import write_atomically
+from guardian_dns.usage import fsync_dir, write_atomically
 
 if TYPE_CHECKING:
     import requests
@@ -305,18 +305,6 @@ def _remove_stale_temporaries(directory: Path, name: str) -> None:
             if stale.fullmatch(entry):
                 with contextlib.suppress(OSError):
                     os.unlink(directory / entry)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _keep_previous(directory: Path, name: str, current: Path) -> None:
@@ -924,7 +912,7 @@ def _fetch_locked(
             except OSError as exc:
                 raise _disk(sub.url, exc) from None
             download.tmp = None
-            _fsync_dir(directory)
+            fsync_dir(directory)
             outcome = "updated"
         st_new = _stat(path)
         saved: dict[str, Any] = {
